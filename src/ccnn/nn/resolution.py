@@ -1,0 +1,47 @@
+"""Evaluate a trained network at another input resolution (SPEC §1.7; FlexConv §3.3).
+
+The continuous kernels of every :class:`~ccnn.nn.conv.ContinuousConv` in a model are sampled on
+a grid that spans the same extent with ``scale`` times as many steps, and rescaled by the
+ratio of grid steps so responses to resampled signals are preserved::
+
+    net = ccnn.create_model(...); train at 16x16
+    ccnn.nn.set_resolution(net, 2.0)          # now evaluate on 32x32 inputs
+    with ccnn.nn.at_resolution(net, 2.0): ... # or temporarily
+
+Discrete layers (``Conv``, CIFAR ResNets) have no continuous kernel and are left unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from torch import nn
+
+from ccnn.nn.conv import ContinuousConv
+
+
+def set_resolution(model: nn.Module, scale: float | Sequence[float] | None) -> int:
+    """Set the resolution scale of every continuous kernel in ``model``; returns how many.
+
+    ``scale`` = target resolution / training resolution (e.g. 2.0 for 16 -> 32); ``None``
+    or 1 restores the training grid.
+    """
+    layers = [m for m in model.modules() if isinstance(m, ContinuousConv)]
+    for layer in layers:
+        layer.set_resolution(scale)
+    return len(layers)
+
+
+@contextmanager
+def at_resolution(model: nn.Module, scale: float | Sequence[float]) -> Iterator[nn.Module]:
+    """Temporarily evaluate ``model`` at ``scale`` times its training resolution."""
+    layers = [m for m in model.modules() if isinstance(m, ContinuousConv)]
+    previous = [layer._resolution_scale for layer in layers]
+    try:
+        for layer in layers:
+            layer.set_resolution(scale)
+        yield model
+    finally:
+        for layer, prev in zip(layers, previous):
+            layer.set_resolution(prev)
