@@ -1,0 +1,80 @@
+"""The paper variants of CCNN (``ccnn_<blocks>_<width>``), as in CCNN Tables 1-2.
+
+Defaults follow the published commands: SeparableFlexConv with a 3-layer MAGNet kernel
+(32 hidden units for CCNN-4,140, 64 for CCNN-6,380), Gaussian masks (init 0.075, threshold
+0.1, dynamic cropping), S4 prenorm blocks, BatchNorm, GELU; causal "same"-size kernels in 1D
+and 33x33 kernels in 2D. Every default can be overridden by keyword.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ccnn.models.ccnn import CCNN
+from ccnn.models.registry import MODELS
+
+DEFAULT_OMEGA_0 = {1: 2976.49, 2: 2085.43, 3: 500.0}
+
+
+def _ccnn_variant(
+    num_blocks: int,
+    hidden: int,
+    kernel_hidden: int,
+    in_channels: int,
+    out_channels: int,
+    data_dim: int = 1,
+    *,
+    omega_0: float | None = None,
+    causal: bool | None = None,
+    kernel_size: int | str | None = None,
+    mask_init_value: float = 0.075,
+    use_fft: bool | None = None,
+    **overrides: Any,
+) -> CCNN:
+    causal = data_dim == 1 if causal is None else causal
+    conv_kwargs = {
+        "kernel_type": "MAGNet",
+        "kernel_kwargs": {
+            "hidden_channels": kernel_hidden,
+            "num_layers": 3,
+            "omega_0": omega_0 or DEFAULT_OMEGA_0[data_dim],
+            "init": "ccnn",
+        },
+        "kernel_size": kernel_size or ("same" if data_dim == 1 else 33),
+        "mask_type": "gaussian",
+        "mask_kwargs": {"init_value": mask_init_value, "threshold": 0.1, "dynamic_cropping": True},
+        "causal": causal,
+        "use_fft": use_fft,
+        "chang_initialize": True,
+    }
+    conv_kwargs.update(overrides.pop("conv_kwargs", {}))
+    options: dict[str, Any] = {
+        "hidden_channels": hidden,
+        "num_blocks": num_blocks,
+        "conv_type": "SeparableFlexConv",
+        "block_type": "S4",
+        "prenorm": True,
+        "norm": "BatchNorm",
+        "nonlinearity": "GELU",
+        "dropout_type": "Dropout2d",
+    }
+    options.update(overrides)
+    return CCNN(in_channels, out_channels, data_dim, conv_kwargs=conv_kwargs, **options)
+
+
+@MODELS.register("ccnn_4_140")
+def ccnn_4_140(in_channels: int, out_channels: int, data_dim: int = 1, **kwargs: Any) -> CCNN:
+    """CCNN-4,140: 4 S4 blocks of width 140, MAGNet kernels with 32 hidden units."""
+    return _ccnn_variant(4, 140, 32, in_channels, out_channels, data_dim, **kwargs)
+
+
+@MODELS.register("ccnn_6_380")
+def ccnn_6_380(in_channels: int, out_channels: int, data_dim: int = 1, **kwargs: Any) -> CCNN:
+    """CCNN-6,380: 6 S4 blocks of width 380, MAGNet kernels with 64 hidden units."""
+    return _ccnn_variant(6, 380, 64, in_channels, out_channels, data_dim, **kwargs)
+
+
+@MODELS.register("ccnn")
+def ccnn(in_channels: int, out_channels: int, data_dim: int = 1, **kwargs: Any) -> CCNN:
+    """A CCNN with every option given explicitly (see :class:`ccnn.models.CCNN`)."""
+    return CCNN(in_channels, out_channels, data_dim, **kwargs)
