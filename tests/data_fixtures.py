@@ -141,27 +141,38 @@ def write_stl10(root: Path, n_train: int = 40, n_test: int = 16, seed: int = 0) 
 
 
 def write_imagenet(
-    directory: Path, size: int = 16, per_batch: int = 12, n_val: int = 10, seed: int = 0
+    directory: Path,
+    size: int = 16,
+    per_batch: int = 12,
+    n_val: int = 10,
+    seed: int = 0,
+    fmt: str = "npz",
 ) -> dict:
-    """``train_data_batch_1..10.npz`` and ``val_data.npz`` in ``directory``."""
+    """``train_data_batch_1..10.npz`` and ``val_data.npz`` in ``directory``.
+
+    ``fmt="pickle"`` writes the older pickle release instead (same names without ``.npz``).
+    """
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     dim = 3 * size * size
+
+    def save(name: str, data: np.ndarray, labels: np.ndarray) -> None:
+        obj = {"data": data, "labels": [int(v) for v in labels], "mean": np.zeros(dim)}
+        if fmt == "npz":
+            np.savez(directory / f"{name}.npz", **obj)
+        else:
+            _dump(directory / name, obj)
+
     xs, ys = [], []
     for i in range(1, 11):
         x = rng.integers(0, 256, (per_batch, dim), dtype=np.uint8)
         y = rng.integers(1, 1001, per_batch)
-        np.savez(
-            directory / f"train_data_batch_{i}.npz",
-            data=x,
-            labels=list(int(v) for v in y),
-            mean=np.zeros(dim),
-        )
+        save(f"train_data_batch_{i}", x, y)
         xs.append(x)
         ys.append(y)
     xv = rng.integers(0, 256, (n_val, dim), dtype=np.uint8)
     yv = rng.integers(1, 1001, n_val)
-    np.savez(directory / "val_data.npz", data=xv, labels=list(int(v) for v in yv))
+    save("val_data", xv, yv)
     return {
         "train_x": np.concatenate(xs).reshape(-1, 3, size, size),
         "train_y": np.concatenate(ys) - 1,

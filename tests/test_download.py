@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_fixtures import closed_port, local_http_server
 
 from ccnn.data import download as dl
 from ccnn.data.base import DataConfigError
@@ -27,6 +26,7 @@ from ccnn.data.download import (
     file_checksum,
     safe_extract,
 )
+from data_fixtures import closed_port, local_http_server
 
 PAYLOAD = bytes(range(256)) * 64  # 16 KiB
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
@@ -118,7 +118,9 @@ def test_fetch_uses_mirror_when_primary_unreachable(tmp_path):
     with local_http_server() as srv:
         url = srv.add("a.bin", PAYLOAD)
         (p,) = fetch(
-            tmp_path, [RemoteFile(dead, "a.bin", md5=MD5, mirrors=(url,))], download=True,
+            tmp_path,
+            [RemoteFile(dead, "a.bin", md5=MD5, mirrors=(url,))],
+            download=True,
             dataset="Toy",
         )
     assert p.read_bytes() == PAYLOAD

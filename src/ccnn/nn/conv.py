@@ -164,6 +164,8 @@ class ContinuousConv(nn.Module):
         self._resolution_scale: tuple[float, ...] | None = None
         self._cache_key: tuple | None = None
         self._cache_kernel: torch.Tensor | None = None
+        self.last_kernel: torch.Tensor | None = None
+        """The kernel of the last training forward (for kernel-norm regularisers)."""
 
     # -- grid -------------------------------------------------------------------------------
     def _init_grid(self, spatial: Sequence[int]) -> None:
@@ -272,6 +274,7 @@ class ContinuousConv(nn.Module):
         """Shapes: ``(b, in, *s) -> (b, out, *s)``."""
         _check_input(self, x)
         kernel = self.kernel(x)
+        self.last_kernel = kernel if self.training else None
         if kernel.dtype != x.dtype and not torch.is_autocast_enabled():
             kernel = kernel.to(x.dtype)
         out = conv_nd(x, kernel, self.bias, causal=self.causal, separable=self.separable, use_fft=self.use_fft)

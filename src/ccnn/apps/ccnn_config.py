@@ -1,0 +1,408 @@
+"""The CCNN configuration tree (``main.py``) as structured configs, its checks, and the mapping
+from config names to library objects.
+
+Every key and default of the published ``cfg/config.yaml`` is here with its published meaning.
+Our additions are new keys: ``dataset.fake``, ``dataset.params.uea_name``, ``train.limit_batches``,
+``train.resume``, ``optimizer.weight_decay_type``, ``net.readout``, ``net.embedding_dim``.
+One default differs: ``device: auto`` (cuda when available, else cpu) instead of ``cuda``, so the
+paper commands run unchanged on CPU-only machines; ``device=cuda`` without a GPU is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from ccnn.apps.common import ConfigError
+from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
+from ccnn.data.datamodule import CCNNDataModule
+from ccnn.models.ccnn import CCNN
+from ccnn.nn.conv import CONVS
+from ccnn.nn.kernels import KERNELS
+from ccnn.nn.masks import MASKS
+from ccnn.train.optim import OptimSettings, ScheduleSettings
+from ccnn.train.runner import TrainerSettings
+
+
+@dataclass
+class BlockConfig:
+    type: str = "default"
+    prenorm: bool = True
+
+
+@dataclass
+class NetConfig:
+    type: str = ""
+    no_hidden: int = -1
+    no_blocks: int = -1
+    no_stages: int = -1
+    data_dim: int = 0
+    dropout: float = 0.0
+    dropout_in: float = 0.0
+    dropout_type: str = "Dropout2d"
+    norm: str = ""
+    nonlinearity: str = ""
+    block_width_factors: list[float] = field(default_factory=lambda: [0.0])
+    block: BlockConfig = field(default_factory=BlockConfig)
+    downsampling: list[int] = field(default_factory=list)
+    downsampling_size: int = -1
+    readout: str = "mean"
+    embedding_dim: int = 0
+
+
+@dataclass
+class KernelConfig:
+    type: str = ""
+    no_hidden: int = -1
+    no_layers: int = -1
+    omega_0: float = 0.0
+    input_scale: float = 0.0
+    bias: bool = True
+    size: str = "same"
+    chang_initialize: bool = True
+    norm: str = "Identity"
+    nonlinearity: str = "Identity"
+    init_spatial_value: float = 1.0
+    num_edges: int = -1
+    bottleneck_factor: int = -1
+
+
+@dataclass
+class MaskConfig:
+    type: str = ""
+    init_value: float = -1.0
+    threshold: float = -1.0
+    dynamic_cropping: bool = False
+    temperature: float = 0.0
+    learn_mean: bool = False
+
+
+@dataclass
+class ConvConfig:
+    type: str = ""
+    causal: bool = False
+    use_fft: bool = False
+    bias: bool = True
+    padding: str = "same"
+    stride: int = 1
+    cache: bool = False
+
+
+@dataclass
+class ModelNetConfig:
+    num_nodes: int = -1
+    resampling_factor: int = 1
+    voxelize: bool = False
+    voxel_scale: int = -1
+    modelnet_name: str = "40"
+
+
+@dataclass
+class DatasetParams:
+    permuted: bool = False
+    noise_padded: bool = False
+    grayscale: bool = False
+    memory_size: int = -1
+    mfcc: bool = False
+    drop_rate: float = 0.0
+    target_idx: int = 0
+    num_nodes: int = 1024
+    metric: str = "MAE"
+    seq_length: int = -1
+    resolution: int = 32
+    modelnet: ModelNetConfig = field(default_factory=ModelNetConfig)
+    uea_name: str = ""
+
+
+@dataclass
+class DatasetConfig:
+    name: str = ""
+    data_dir: str = ""
+    data_type: str = "default"
+    augment: bool = False
+    params: DatasetParams = field(default_factory=DatasetParams)
+    fake: bool = False
+
+
+@dataclass
+class TrainConfig:
+    do: bool = True
+    mixed_precision: bool = False
+    epochs: int = -1
+    batch_size: int = -1
+    grad_clip: float = 0.0
+    max_epochs_no_improvement: int = 100
+    track_grad_norm: int = -1
+    accumulate_grad_steps: int = 1
+    distributed: bool = False
+    num_nodes: int = -1
+    avail_gpus: int = -1
+    limit_batches: int = -1
+    resume: str = ""
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "Adam"
+    lr: float = 0.0
+    mask_lr_ratio: float = 1.0
+    momentum: float = -1.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    weight_decay_type: str = "published"
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = ""
+    decay_steps: Any = -1
+    factor: float = -1.0
+    patience: int = -1
+    warmup_epochs: float = -1
+    mode: str = "max"
+
+
+@dataclass
+class TestConfig:
+    batch_size_multiplier: int = 1
+    before_train: bool = False
+
+
+@dataclass
+class WandbConfig:
+    project: str = "main"
+    entity: str = "ccnn"
+
+
+@dataclass
+class PretrainedConfig:
+    load: bool = False
+    alias: str = "best"
+    filename: str = ""
+
+
+@dataclass
+class CCNNConfig:
+    device: str = "auto"
+    debug: bool = True
+    deterministic: bool = False
+    no_workers: int = -1
+    seed: int = 0
+    comment: str = ""
+    hooks_enabled: bool = False
+    net: NetConfig = field(default_factory=NetConfig)
+    kernel: KernelConfig = field(default_factory=KernelConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    conv: ConvConfig = field(default_factory=ConvConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
+
+
+ConfigStore.instance().store(name="ccnn_schema", node=CCNNConfig)
+
+NET_TYPES = ("ResNet", "ResNet_sequence", "ResNet_image")
+POINT_CONVS = ("SeparablePointFlexConv", "SeparablePointFlexConvDist", "PointFlexConv")
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def data_options(cfg: DictConfig) -> DataOptions:
+    params = OmegaConf.to_container(cfg.dataset.params, resolve=True)
+    return DataOptions(
+        name=cfg.dataset.name,
+        data_type=cfg.dataset.data_type,
+        data_dir=cfg.dataset.data_dir or None,
+        augment=cfg.dataset.augment,
+        params=params,
+        fake=cfg.dataset.fake,
+    )
+
+
+def validate(cfg: DictConfig) -> None:
+    """Published start-up checks plus ours; every failure names the key and the fix."""
+    _require(bool(cfg.dataset.name), "dataset.name is not set; e.g. dataset.name=MNIST (or use experiment=digits)")
+    DATASETS.get(cfg.dataset.name)
+    _require(cfg.net.type in NET_TYPES, f"Unknown net.type '{cfg.net.type}'; supported: {list(NET_TYPES)}")
+    _require(cfg.net.no_hidden > 0, f"net.no_hidden must be > 0, got {cfg.net.no_hidden}")
+    _require(cfg.net.no_blocks >= 0, f"net.no_blocks must be >= 0, got {cfg.net.no_blocks}")
+    _require(cfg.train.batch_size > 0, f"train.batch_size must be > 0, got {cfg.train.batch_size}")
+    _require(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
+    _require(
+        cfg.train.batch_size % cfg.train.accumulate_grad_steps == 0,
+        f"train.batch_size={cfg.train.batch_size} must be divisible by "
+        f"train.accumulate_grad_steps={cfg.train.accumulate_grad_steps}",
+    )
+    conv_type = cfg.conv.type
+    if conv_type not in POINT_CONVS:
+        CONVS.get(conv_type)
+    if conv_type in ("CKConv", "FlexConv", "SeparableCKConv", "SeparableFlexConv") or conv_type in POINT_CONVS:
+        KERNELS.get(cfg.kernel.type)
+    if cfg.mask.type:
+        MASKS.get(cfg.mask.type)
+    if cfg.scheduler.name == "plateau":
+        _require(cfg.scheduler.warmup_epochs <= 0, "scheduler.name=plateau cannot be combined with warm-up; set scheduler.warmup_epochs=-1")
+    if cfg.optimizer.weight_decay_type not in ("published", "decoupled"):
+        raise ConfigError(
+            f"Unknown optimizer.weight_decay_type '{cfg.optimizer.weight_decay_type}'; supported: ['published', 'decoupled']"
+        )
+
+
+def validate_with_meta(cfg: DictConfig, meta: DatasetMeta) -> None:
+    """Checks that need the dataset's dimensionality."""
+    if cfg.conv.causal:
+        _require(
+            meta.data_dim == 1,
+            f"conv.causal=True is only valid for 1D data, but dataset {cfg.dataset.name} with "
+            f"data_type={cfg.dataset.data_type} is {meta.data_dim}D; set conv.causal=False",
+        )
+    if meta.data_dim > 1 and cfg.conv.type in ("FlexConv", "SeparableFlexConv"):
+        _require(
+            cfg.mask.type == "gaussian",
+            f"{cfg.conv.type} on {meta.data_dim}D data needs mask.type=gaussian, got '{cfg.mask.type}'",
+        )
+
+
+def build_datamodule(cfg: DictConfig) -> CCNNDataModule:
+    return CCNNDataModule(
+        data_options(cfg),
+        batch_size=cfg.train.batch_size // cfg.train.accumulate_grad_steps,
+        test_batch_size=cfg.train.batch_size * max(1, cfg.test.batch_size_multiplier),
+        num_workers=cfg.no_workers,
+        pin_memory=cfg.device in ("cuda", "auto"),
+    )
+
+
+def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
+    """Map ``conv.*``, ``kernel.*`` and ``mask.*`` to conv-layer keyword arguments."""
+    k, m, c = cfg.kernel, cfg.mask, cfg.conv
+    kernel_kwargs: dict[str, Any] = {
+        "hidden_channels": k.no_hidden,
+        "num_layers": k.no_layers,
+        "omega_0": k.omega_0,
+        "bias": k.bias,
+    }
+    if k.input_scale > 0:
+        kernel_kwargs["input_scale"] = k.input_scale
+    if k.init_spatial_value != 1.0:
+        kernel_kwargs["init_spatial_value"] = k.init_spatial_value
+    if k.type == "MLP":
+        kernel_kwargs["activation"] = k.nonlinearity if k.nonlinearity != "Identity" else "ReLU"
+        kernel_kwargs["norm"] = "" if k.norm == "Identity" else k.norm
+    size: Any = k.size
+    if isinstance(size, str) and size.lstrip("-").isdigit():
+        size = int(size)
+    kwargs: dict[str, Any] = {
+        "causal": c.causal,
+        # published: FFT only when use_fft AND the kernel is large -> our cost-based choice
+        "use_fft": None if c.use_fft else False,
+        "bias": c.bias,
+    }
+    if c.type in ("Conv", "SeparableConv"):
+        kwargs["kernel_size"] = size if isinstance(size, int) else _same_discrete(meta)
+        return kwargs
+    kwargs.update(
+        kernel_type=k.type,
+        kernel_kwargs=kernel_kwargs,
+        kernel_size=size,
+        chang_initialize=k.chang_initialize,
+    )
+    if c.type in ("FlexConv", "SeparableFlexConv"):
+        kwargs["mask_type"] = m.type or "gaussian"
+        kwargs["mask_kwargs"] = {
+            "init_value": m.init_value,
+            "threshold": m.threshold,
+            "dynamic_cropping": m.dynamic_cropping,
+            "learn_mean": m.learn_mean,
+            "temperature": m.temperature,
+        }
+    return kwargs
+
+
+def _same_discrete(meta: DatasetMeta) -> int:
+    size = meta.input_shape[1]
+    return size if size % 2 else size + 1
+
+
+def build_network(cfg: DictConfig, meta: DatasetMeta):
+    """The network for ``cfg`` on a dataset with ``meta`` (binary tasks get one logit)."""
+    out_channels = 1 if meta.num_classes == 2 else meta.num_classes
+    if meta.data_type == "pointcloud" or cfg.conv.type in POINT_CONVS:
+        from ccnn.models.pointcloud import build_point_ccnn  # issue 7
+
+        return build_point_ccnn(cfg, meta, out_channels)
+    vocab = meta.extra.get("vocab_size") if cfg.net.embedding_dim > 0 else None
+    if cfg.net.embedding_dim > 0 and not vocab:
+        raise ConfigError(f"net.embedding_dim needs a token dataset; {cfg.dataset.name} has no vocabulary")
+    return CCNN(
+        in_channels=cfg.net.embedding_dim if vocab else meta.in_channels,
+        out_channels=out_channels,
+        data_dim=meta.data_dim,
+        hidden_channels=cfg.net.no_hidden,
+        num_blocks=cfg.net.no_blocks,
+        conv_type=cfg.conv.type,
+        conv_kwargs=conv_kwargs(cfg, meta),
+        block_type=cfg.net.block.type,
+        prenorm=cfg.net.block.prenorm,
+        norm=cfg.net.norm,
+        nonlinearity=cfg.net.nonlinearity,
+        dropout=cfg.net.dropout,
+        dropout_in=cfg.net.dropout_in,
+        dropout_type=cfg.net.dropout_type,
+        block_width_factors=list(cfg.net.block_width_factors),
+        downsampling=list(cfg.net.downsampling),
+        downsampling_size=cfg.net.downsampling_size,
+        readout=cfg.net.readout,
+        vocab_size=vocab,
+    )
+
+
+def optim_settings(cfg: DictConfig) -> tuple[OptimSettings, ScheduleSettings]:
+    o, s = cfg.optimizer, cfg.scheduler
+    decay = s.decay_steps
+    decay_steps = [int(d) for d in decay] if OmegaConf.is_list(decay) or isinstance(decay, list) else (
+        [] if decay in (None, -1, "-1") else [int(decay)]
+    )
+    return (
+        OptimSettings(
+            name=o.name, lr=o.lr, mask_lr_ratio=o.mask_lr_ratio, weight_decay=o.weight_decay,
+            weight_decay_type=o.weight_decay_type, momentum=o.momentum, nesterov=o.nesterov,
+        ),
+        ScheduleSettings(
+            name=s.name, warmup_epochs=s.warmup_epochs, decay_steps=decay_steps, factor=s.factor,
+            patience=s.patience, mode=s.mode,
+        ),
+    )
+
+
+def trainer_settings(cfg: DictConfig, run_dir: str) -> TrainerSettings:
+    t = cfg.train
+    return TrainerSettings(
+        run_dir=run_dir,
+        epochs=t.epochs,
+        device=cfg.device,
+        distributed=t.distributed,
+        devices=t.avail_gpus,
+        num_nodes=max(1, t.num_nodes),
+        mixed_precision=t.mixed_precision,
+        grad_clip=t.grad_clip,
+        accumulate_grad_steps=t.accumulate_grad_steps,
+        patience=t.max_epochs_no_improvement,
+        limit_batches=t.limit_batches,
+        deterministic=cfg.deterministic,
+        seed=cfg.seed,
+        logger="csv" if cfg.debug else "wandb",
+        wandb={"project": cfg.wandb.project, "entity": cfg.wandb.entity},
+        plot_kernels_every_epoch=cfg.hooks_enabled,
+        resume_from=t.resume,
+    )

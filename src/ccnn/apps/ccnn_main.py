@@ -1,0 +1,104 @@
+"""``python main.py key=value ...`` — the CCNN paper's command line (Hydra).
+
+With no ``dataset.name`` and no ``experiment`` on the command line, the embedded default
+experiment ``digits`` runs (scikit-learn's handwritten digits; no download).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from ccnn.apps.ccnn_config import (
+    CCNNConfig,
+    build_datamodule,
+    build_network,
+    optim_settings,
+    trainer_settings,
+    validate,
+    validate_with_meta,
+)
+from ccnn.apps.common import ConfigError, check_overrides, report_errors
+
+DEFAULT_EXPERIMENT = "digits"
+
+
+def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
+    """Build data, network and trainer from ``cfg``; train, test, write ``results.json``."""
+    import ccnn.data  # noqa: F401  (registers the dataset families)
+    from ccnn.train.module import ClassificationModule
+    from ccnn.train.pretrained import load_pretrained
+    from ccnn.train.runner import fit_and_test
+
+    validate(cfg)
+    run_dir = run_dir or HydraConfig.get().runtime.output_dir
+    datamodule = build_datamodule(cfg)
+    meta = datamodule.meta
+    validate_with_meta(cfg, meta)
+    network = build_network(cfg, meta)
+    if cfg.pretrained.load:
+        load_pretrained(network, cfg.pretrained.filename, alias=cfg.pretrained.alias)
+    optim, schedule = optim_settings(cfg)
+    module = ClassificationModule(network, meta.num_classes, optim, schedule)
+    results = fit_and_test(
+        module,
+        datamodule,
+        trainer_settings(cfg, run_dir),
+        do_train=cfg.train.do,
+        test_before_train=cfg.test.before_train,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    _print_summary(cfg, results, run_dir)
+    return results
+
+
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """The composed config for command-line ``overrides`` (as ``main.py`` would see them)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    overrides = prepare_argv(list(overrides or []))
+    with initialize_config_module("ccnn.configs.ccnn", version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def _print_summary(cfg: DictConfig, results: dict, run_dir: str) -> None:
+    test = results.get("test", {})
+    val = results.get("val", {})
+    print(
+        f"\n[ccnn] {cfg.dataset.name} ({cfg.dataset.data_type}) | params {results['params']:,} | "
+        f"epochs {results.get('epochs')} | val acc {val.get('acc', float('nan')):.4f} | "
+        f"test acc {test.get('acc', float('nan')):.4f} | {results['wall_time_s']:.1f}s\n"
+        f"[ccnn] results, checkpoints and kernel plots in {Path(run_dir).resolve()}"
+    )
+
+
+@hydra.main(config_path="../configs/ccnn", config_name="config", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    report_errors(run)(cfg)
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    """Check keys of ``key=value`` arguments and add the default experiment if needed."""
+    check_overrides(argv, CCNNConfig)
+    names_data = any(a.split("=", 1)[0].lstrip("+") in ("dataset.name", "experiment") for a in argv if "=" in a)
+    if not names_data and not any(a.startswith("-") for a in argv):
+        argv = [f"experiment={DEFAULT_EXPERIMENT}", *argv]
+    return argv
+
+
+def main() -> None:
+    try:
+        sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Helpers shared by the Hydra apps: command-line checks and clean error reporting."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, get_type_hints
+
+from ccnn.registry import RegistryError
+
+
+class ConfigError(ValueError):
+    """A configuration problem reported to the user without a stack trace."""
+
+
+def schema_keys(schema: type, prefix: str = "") -> dict[str, bool]:
+    """Dotted keys of a dataclass tree → whether the key is a leaf (False for sub-configs)."""
+    keys: dict[str, bool] = {}
+    hints = get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        typ = hints.get(f.name)
+        if dataclasses.is_dataclass(typ):
+            keys[key] = False
+            keys.update(schema_keys(typ, key + "."))
+        else:
+            keys[key] = True
+    return keys
+
+
+def check_overrides(args: Iterable[str], schema: type, groups: Iterable[str] = ("experiment",)) -> None:
+    """Fail early on ``key=value`` arguments whose key is not in ``schema``, naming the closest.
+
+    Hydra's own overrides (``hydra.*``, ``+key``, ``~key``, ``--flags``) and config groups pass.
+    """
+    keys = schema_keys(schema)
+    groups = set(groups)
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0].strip()
+        if key.startswith(("+", "~", "hydra.")) or key in groups or key.startswith("hydra/"):
+            continue
+        if key in keys:
+            continue
+        close = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
+        if not close:
+            # a misspelt last component: compare within the same parent
+            parent, _, leaf = key.rpartition(".")
+            siblings = [k.rsplit(".", 1)[-1] for k in keys if k.rpartition(".")[0] == parent]
+            near = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.5)
+            close = [f"{parent}.{near[0]}" if parent else near[0]] if near else []
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"Unknown configuration key '{key}' in '{arg}'.{hint}")
+
+
+def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn``; configuration/registry errors print one clear line and exit with code 2."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, RegistryError, ValueError, FileNotFoundError) as err:
+            if not _is_user_error(err):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """Errors raised by our own validation (not arbitrary ValueErrors deep in torch)."""
+    from ccnn.data.base import DataConfigError
+    from ccnn.train.optim import OptimConfigError
+    from ccnn.train.runner import RunConfigError
+
+    if isinstance(err, ConfigError | RegistryError | DataConfigError | OptimConfigError | RunConfigError):
+        return True
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module.startswith("ccnn.")

@@ -1,0 +1,112 @@
+"""LightningModule for classification with any ``ccnn`` network.
+
+It receives a built network and optimiser/schedule settings (never a whole config). Binary
+tasks (``num_classes == 2``) use one logit and BCE-with-logits. Extra loss terms (the published
+weight-decay norm, FlexConv's anti-aliasing penalty, ...) are callables ``fn(network) -> loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ccnn.train.optim import (
+    OptimSettings,
+    ScheduleSettings,
+    build_optimizer,
+    build_scheduler,
+    published_weight_decay,
+)
+
+LossTerm = Callable[[nn.Module], torch.Tensor]
+
+
+class ClassificationModule(L.LightningModule):
+    """Train/evaluate ``network`` on ``(x, y)`` batches; logs ``{train,val,test}/{loss,acc}``.
+
+    Args:
+        network: maps ``(b, c, *s)`` to ``(b, num_classes)`` logits (``(b, 1)`` if binary).
+        num_classes: classes of the task.
+        optim, schedule: optimiser and LR-schedule settings.
+        loss_terms: extra ``(name, weight, fn)`` terms added to the training loss.
+        report_top5: also log top-5 accuracy.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        num_classes: int,
+        optim: OptimSettings | None = None,
+        schedule: ScheduleSettings | None = None,
+        loss_terms: list[tuple[str, float, LossTerm]] | None = None,
+        report_top5: bool = False,
+    ):
+        super().__init__()
+        self.network = network
+        self.num_classes = num_classes
+        self.binary = num_classes == 2
+        self.optim = optim or OptimSettings()
+        self.schedule = schedule or ScheduleSettings()
+        self.loss_terms = list(loss_terms or [])
+        if self.optim.weight_decay > 0 and self.optim.weight_decay_type == "published":
+            self.loss_terms.append(("weight_decay", self.optim.weight_decay, published_weight_decay))
+        self.report_top5 = report_top5 and num_classes > 5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def _loss_and_metrics(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        if self.binary:
+            logits = logits.reshape(-1)
+            loss = F.binary_cross_entropy_with_logits(logits, y.float())
+            pred = (logits > 0).long()
+            metrics = {"acc": (pred == y).float().mean()}
+        else:
+            loss = F.cross_entropy(logits, y)
+            metrics = {"acc": (logits.argmax(-1) == y).float().mean()}
+            if self.report_top5:
+                top5 = logits.topk(5, dim=-1).indices
+                metrics["acc_top5"] = (top5 == y[:, None]).any(-1).float().mean()
+        return loss, metrics
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        logits = self.network(x)
+        loss, metrics = self._loss_and_metrics(logits, y)
+        total = loss
+        for name, weight, fn in self.loss_terms:
+            term = fn(self.network)
+            self.log(f"train/{name}", term.detach(), on_step=False, on_epoch=True)
+            total = total + weight * term.to(loss.device)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", metrics["acc"], on_step=False, on_epoch=True, prog_bar=True)
+        return total
+
+    def _eval_step(self, batch, stage: str) -> None:
+        x, y = batch[0], batch[1]
+        loss, metrics = self._loss_and_metrics(self.network(x), y)
+        sync = self.trainer is not None and self.trainer.world_size > 1
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=sync)
+        for k, v in metrics.items():
+            self.log(f"{stage}/{k}", v, on_epoch=True, prog_bar=k == "acc", sync_dist=sync)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.network, self.optim)
+        trainer = self.trainer
+        max_epochs = max(1, trainer.max_epochs or 1)
+        total_steps = trainer.estimated_stepping_batches
+        steps_per_epoch = max(1, int(total_steps // max_epochs)) if total_steps != float("inf") else 1
+        scheduler = build_scheduler(optimizer, self.schedule, steps_per_epoch, max_epochs)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,208 @@
+"""Fit / select / test with PyTorch Lightning — the training stack shared by every app.
+
+Model selection uses the validation split only (best checkpoint on ``val/acc``); the test split
+is evaluated once, at the end, with the best checkpoint. Every run writes ``results.json`` in its
+run directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+from ccnn.train.callbacks import AtomicCheckpointIO, KernelPlotCallback, write_json
+from ccnn.train.module import ClassificationModule
+
+
+class RunConfigError(ValueError):
+    """Invalid run settings; the message says how to fix them."""
+
+
+@dataclass
+class TrainerSettings:
+    run_dir: str = "."
+    epochs: int = 1
+    device: str = "auto"  # auto | cpu | cuda
+    distributed: bool = False
+    devices: int = -1
+    num_nodes: int = 1
+    mixed_precision: bool = False
+    grad_clip: float = 0.0
+    accumulate_grad_steps: int = 1
+    patience: int = 100
+    limit_batches: int = -1
+    deterministic: bool = False
+    seed: int = 0
+    logger: str = "csv"  # csv | wandb | none
+    wandb: dict[str, Any] = field(default_factory=dict)
+    plot_kernels_every_epoch: bool = False
+    plot_kernels: bool = True
+    resume_from: str = ""
+    progress_bar: bool = True
+    monitor: str = "val/acc"
+
+
+def resolve_accelerator(device: str) -> str:
+    """``auto`` → gpu if CUDA is available, else cpu; ``cuda`` without a GPU is an error."""
+    device = (device or "auto").lower()
+    if device in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise RunConfigError(
+                "device=cuda was requested but no CUDA GPU is available; run with device=cpu "
+                "(or device=auto to use a GPU when there is one)"
+            )
+        return "gpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    raise RunConfigError(f"Unknown device '{device}'; use cpu, cuda or auto")
+
+
+def precision_for(accelerator: str, mixed: bool) -> str:
+    if not mixed:
+        return "32-true"
+    if accelerator == "gpu" and not torch.cuda.is_bf16_supported():
+        return "16-mixed"
+    return "bf16-mixed"
+
+
+def build_trainer(s: TrainerSettings, extra_callbacks: list | None = None) -> tuple[L.Trainer, ModelCheckpoint]:
+    accelerator = resolve_accelerator(s.device)
+    strategy: Any = "auto"
+    devices: Any = "auto"
+    if s.distributed:
+        available = torch.cuda.device_count() if accelerator == "gpu" else (os.cpu_count() or 1)
+        wanted = s.devices if s.devices > 0 else (available if accelerator == "gpu" else 2)
+        if accelerator == "gpu" and (available < 2 or wanted < 2):
+            raise RunConfigError(
+                f"train.distributed=True needs at least 2 GPUs, found {available}; set "
+                "train.distributed=False (or run on a multi-GPU machine)"
+            )
+        if wanted > available and accelerator == "gpu":
+            raise RunConfigError(f"train.avail_gpus={wanted} but only {available} GPUs are available")
+        strategy = "ddp" if accelerator == "gpu" else "ddp_spawn"
+        devices = wanted
+    run_dir = Path(s.run_dir)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=s.monitor,
+        mode="max",
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    callbacks: list = [checkpoint, EarlyStopping(monitor=s.monitor, mode="max", patience=max(1, s.patience))]
+    if s.plot_kernels:
+        callbacks.append(KernelPlotCallback(run_dir / "kernels", every_epoch=s.plot_kernels_every_epoch))
+    loggers = _loggers(s, run_dir)
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    callbacks += extra_callbacks or []
+    limit = s.limit_batches if s.limit_batches and s.limit_batches > 0 else None
+    trainer = L.Trainer(
+        default_root_dir=str(run_dir),
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=max(1, s.num_nodes),
+        strategy=strategy,
+        sync_batchnorm=s.distributed,
+        precision=precision_for(accelerator, s.mixed_precision),
+        max_epochs=s.epochs,
+        gradient_clip_val=s.grad_clip if s.grad_clip > 0 else None,
+        accumulate_grad_batches=max(1, s.accumulate_grad_steps),
+        deterministic=s.deterministic,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        limit_train_batches=limit,
+        limit_val_batches=limit,
+        limit_test_batches=limit,
+        num_sanity_val_steps=0,
+        enable_progress_bar=s.progress_bar,
+        log_every_n_steps=10,
+        enable_model_summary=False,
+    )
+    return trainer, checkpoint
+
+
+def _loggers(s: TrainerSettings, run_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger
+
+    if s.logger == "none":
+        return []
+    if s.logger == "wandb" and importlib.util.find_spec("wandb") is not None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        os.environ.setdefault("WANDB_MODE", "offline")
+        return [WandbLogger(save_dir=str(run_dir), **{k: v for k, v in s.wandb.items() if v})]
+    loggers: list = [CSVLogger(str(run_dir), name="logs", version="")]
+    if importlib.util.find_spec("tensorboard") is not None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(str(run_dir), name="tb", version=""))
+    return loggers
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _metrics(results: list[dict], stage: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for d in results or []:
+        for k, v in d.items():
+            if k.startswith(f"{stage}/"):
+                out[k.split("/", 1)[1]] = float(v)
+    return out
+
+
+def fit_and_test(
+    module: ClassificationModule,
+    datamodule: L.LightningDataModule,
+    s: TrainerSettings,
+    *,
+    do_train: bool = True,
+    test_before_train: bool = False,
+    config: dict[str, Any] | None = None,
+    extra_results: dict[str, Any] | None = None,
+    extra_callbacks: list | None = None,
+) -> dict[str, Any]:
+    """Train (selecting on validation), test the best checkpoint once, write ``results.json``."""
+    start = time.time()
+    L.seed_everything(s.seed, workers=True)
+    trainer, checkpoint = build_trainer(s, extra_callbacks)
+    results: dict[str, Any] = {"params": count_parameters(module.network)}
+    if test_before_train:
+        results["test_before_train"] = _metrics(trainer.test(module, datamodule=datamodule, verbose=False), "test")
+    if do_train:
+        ckpt = s.resume_from or None
+        if ckpt and not Path(ckpt).exists():
+            raise RunConfigError(f"Cannot resume: checkpoint '{ckpt}' does not exist (train.resume)")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        best = checkpoint.best_model_path or None
+        results["epochs"] = trainer.current_epoch
+        results["best_checkpoint"] = best
+        val_ckpt = best if best and Path(best).exists() else None
+        results["val"] = _metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False), "val")
+        results["test"] = _metrics(trainer.test(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False), "test")
+    else:
+        results["epochs"] = 0
+        results["val"] = _metrics(trainer.validate(module, datamodule=datamodule, verbose=False), "val")
+        results["test"] = _metrics(trainer.test(module, datamodule=datamodule, verbose=False), "test")
+    results["wall_time_s"] = round(time.time() - start, 3)
+    results.update(extra_results or {})
+    if config is not None:
+        results["config"] = config
+    if trainer.is_global_zero:
+        write_json(Path(s.run_dir) / "results.json", results)
+    return results
