@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -65,7 +66,7 @@ def test_bad_params(tmp_path, params, key):
 
 
 def test_missing_files(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match="CharacterTrajectories.zip"):
+    with pytest.raises(DatasetNotFoundError, match="zenodo.org/records/18723007"):
         load_splits(opts(tmp_path, family="CharTrajectories"))
     with pytest.raises(DatasetNotFoundError, match="NoSuchSet"):
         get_meta(opts(tmp_path, "NoSuchSet"))
@@ -182,7 +183,8 @@ def test_char_trajectories_from_files(tmp_path):
     assert splits.train.tensors[0].shape[1:] == (4, 182) and len(splits.test) == 40
 
 
-def test_char_trajectories_download(tmp_path, monkeypatch):
+@pytest.mark.parametrize("source", ["zenodo", "zip"])
+def test_char_trajectories_download(tmp_path, monkeypatch, source):
     classes = [str(i) for i in range(1, 21)]
     src = tmp_path / "src"
     for split, n, seed in (("TRAIN", 40, 0), ("TEST", 20, 1)):
@@ -195,12 +197,17 @@ def test_char_trajectories_download(tmp_path, monkeypatch):
             classes,
         )
     served = tmp_path / "served"
-    served.mkdir()
-    with zipfile.ZipFile(served / "CharacterTrajectories.zip", "w") as zf:
+    (served / "records" / "18723007" / "files").mkdir(parents=True)
+    if source == "zenodo":
         for p in src.iterdir():
-            zf.write(p, p.name)
+            shutil.copy(p, served / "records" / "18723007" / "files" / p.name)
+    else:  # the Zenodo record is missing (404): the zip mirror is used
+        with zipfile.ZipFile(served / "CharacterTrajectories.zip", "w") as zf:
+            for p in src.iterdir():
+                zf.write(p, p.name)
     data = tmp_path / "data"
     with serve_directory(served) as url:
+        monkeypatch.setattr(uea, "ZENODO_URL", url + "/records/{id}/files/{file}?download=1")
         monkeypatch.setattr(uea, "ZIP_URL", url + "/{name}.zip")
         splits = load_splits(DataOptions("CharTrajectories", data_dir=str(data)))
     assert len(splits.test) == 20

@@ -159,7 +159,8 @@ class ContinuousConv(nn.Module):
             self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
             self.channel_mixer = None
 
-        self.register_buffer("grid_size", torch.zeros(data_dim, dtype=torch.long))
+        fixed = self.kernel_size if isinstance(self.kernel_size, tuple) else (0,) * data_dim
+        self.register_buffer("grid_size", torch.tensor(fixed, dtype=torch.long))
         self.register_buffer("chang_initialized", torch.tensor(False))
         self._resolution_scale: tuple[float, ...] | None = None
         self._cache_key: tuple | None = None
@@ -197,7 +198,8 @@ class ContinuousConv(nn.Module):
 
     def sampling_grid(self) -> tuple[list[torch.Tensor], float]:
         """Per-dim positions of the (possibly rescaled) grid and the kernel scale factor."""
-        device = self.grid_size.device
+        ref = next(self.kernel_net.parameters())
+        device, dtype = ref.device, ref.dtype
         sizes = [int(n) for n in self.grid_size]
         factor = 1.0
         if self._resolution_scale is not None:
@@ -206,7 +208,12 @@ class ContinuousConv(nn.Module):
                 if n > 1 and m > 1:
                     factor *= (n - 1) / (m - 1)
             sizes = new
-        axes = [torch.linspace(-1.0, 1.0, n, device=device) if n > 1 else torch.zeros(1, device=device) for n in sizes]
+        axes = [
+            torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype)
+            if n > 1
+            else torch.zeros(1, device=device, dtype=dtype)
+            for n in sizes
+        ]
         return axes, factor
 
     # -- kernel -----------------------------------------------------------------------------
