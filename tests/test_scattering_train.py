@@ -79,7 +79,7 @@ def test_imagefolder_dataset(image_tree):
     s = 18 / min(img.size)
     img = img.resize((max(18, round(img.width * s)), max(18, round(img.height * s))), Image.BILINEAR)
     left, top = (img.width - 16) // 2, (img.height - 16) // 2
-    ref = torch.from_numpy(np.asarray(img.crop((left, top, left + 16, top + 16)))).permute(2, 0, 1)
+    ref = torch.from_numpy(np.array(img.crop((left, top, left + 16, top + 16)))).permute(2, 0, 1)
     assert torch.equal(val[0][0], ref)
 
 

@@ -1,0 +1,195 @@
+"""The contract every dataset family implements, and the helpers they share.
+
+A dataset family (MNIST, CIFAR10, Digits, ...) is registered in :data:`DATASETS` and
+provides two things:
+
+* ``meta(opts) -> DatasetMeta``: shapes and class counts, computed WITHOUT touching disk, so a
+  model can be built (and ``dataset.fake=true`` can run) with no files present;
+* ``load(opts) -> DatasetSplits``: the real train/val/test datasets.
+
+Examples are stored compactly (often ``uint8``) and turned into network inputs by a
+``batch_transform`` that runs on whole batches on the training device (normalisation,
+flattening images into sequences, augmentation), which is much faster than per-sample Python.
+
+Shapes: ``x`` is ``(b, c, *spatial)`` as the network sees it — ``(b, c, l)`` for sequences,
+``(b, c, h, w)`` for images, ``(b, 6, n)`` for point clouds (channels 0-2 are xyz).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from ccnn.registry import Registry
+
+DATA_TYPES = ("default", "sequence", "pointcloud")
+DATA_DIR_ENV = "CCNN_DATA_DIR"
+
+
+@dataclass
+class DataOptions:
+    """Everything a dataset family needs to know (mirrors ``dataset.*`` of the CCNN config)."""
+
+    name: str
+    data_type: str = "default"
+    data_dir: str | None = None
+    augment: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+    fake: bool = False
+    split_seed: int = 42
+    download: bool = True
+
+    def param(self, key: str, default: Any = None) -> Any:
+        return self.params.get(key, default)
+
+    @property
+    def root(self) -> Path:
+        """Data directory: ``data_dir``, else ``$CCNN_DATA_DIR``, else ``./data``."""
+        return Path(self.data_dir or os.environ.get(DATA_DIR_ENV) or "data").expanduser()
+
+
+@dataclass
+class DatasetMeta:
+    """Facts about a dataset that the model needs.
+
+    Attributes:
+        in_channels: channels of one network input.
+        num_classes: number of classes (2 for binary tasks; the model then uses 1 logit).
+        data_dim: spatial dimensionality of inputs (1 sequences, 2 images, 3 point clouds).
+        input_shape: shape of one input ``(c, *spatial)``; for variable-size data the maximum.
+        data_type: ``default``, ``sequence`` or ``pointcloud``.
+        extra: anything else (e.g. class names, vocabulary size).
+    """
+
+    in_channels: int
+    num_classes: int
+    data_dim: int
+    input_shape: tuple[int, ...]
+    data_type: str = "default"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+BatchTransform = Callable[[torch.Tensor, bool], torch.Tensor]
+"""``transform(x, training) -> x``: applied on the training device to whole batches."""
+
+
+@dataclass
+class DatasetSplits:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    meta: DatasetMeta
+    batch_transform: BatchTransform | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    """Datamodule state to save with checkpoints (e.g. the pMNIST permutation)."""
+
+
+class DatasetFamily(Protocol):
+    def meta(self, opts: DataOptions) -> DatasetMeta: ...
+
+    def load(self, opts: DataOptions) -> DatasetSplits: ...
+
+
+DATASETS: Registry[Any] = Registry("dataset")
+
+
+class DataConfigError(ValueError):
+    """Invalid dataset options or missing files; the message says how to fix it."""
+
+
+def split_train_val(
+    n: int, n_val: int, seed: int = 42
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random disjoint (train, val) index tensors, reproducible for a given seed."""
+    if not 0 < n_val < n:
+        raise DataConfigError(f"validation size {n_val} must be in (0, {n})")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def stratified_split(
+    labels: torch.Tensor, fractions: tuple[float, ...], seed: int = 42
+) -> list[torch.Tensor]:
+    """Split indices per class into len(fractions) disjoint parts with the given fractions."""
+    gen = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in fractions]
+    for cls in labels.unique(sorted=True):
+        idx = (labels == cls).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        bounds = [0]
+        acc = 0.0
+        for f in fractions:
+            acc += f
+            bounds.append(round(acc * len(idx)))
+        bounds[-1] = len(idx)
+        for i in range(len(fractions)):
+            parts[i].append(idx[bounds[i] : bounds[i + 1]])
+    return [torch.cat(p).sort().values for p in parts]
+
+
+def tensor_splits(
+    x: torch.Tensor, y: torch.Tensor, train_idx, val_idx, x_test, y_test
+) -> tuple[Dataset, Dataset, Dataset]:
+    """TensorDatasets for train/val (indexed out of ``x, y``) and test."""
+    return (
+        TensorDataset(x[train_idx], y[train_idx]),
+        TensorDataset(x[val_idx], y[val_idx]),
+        TensorDataset(x_test, y_test),
+    )
+
+
+class FakeDataset(Dataset):
+    """Random inputs with a dataset's exact input shape and class count (no files needed)."""
+
+    def __init__(self, meta: DatasetMeta, length: int, seed: int = 0):
+        self.meta, self.length, self.seed = meta, length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        x = torch.randn(self.meta.input_shape, generator=g)
+        y = torch.randint(self.meta.num_classes, (), generator=g)
+        return x, y
+
+
+def fake_splits(meta: DatasetMeta, sizes: tuple[int, int, int] = (256, 64, 64)) -> DatasetSplits:
+    return DatasetSplits(
+        train=FakeDataset(meta, sizes[0], seed=1),
+        val=FakeDataset(meta, sizes[1], seed=2),
+        test=FakeDataset(meta, sizes[2], seed=3),
+        meta=meta,
+    )
+
+
+def check_data_type(opts: DataOptions, supported: tuple[str, ...]) -> None:
+    if opts.data_type not in supported:
+        raise DataConfigError(
+            f"dataset.data_type={opts.data_type!r} is not supported for dataset.name="
+            f"{opts.name!r}; use one of {list(supported)}."
+        )
+
+
+def get_family(name: str) -> DatasetFamily:
+    """The registered family for ``name`` (classes are instantiated without arguments)."""
+    family = DATASETS.get(name)
+    return family() if isinstance(family, type) else family
+
+
+def get_meta(opts: DataOptions) -> DatasetMeta:
+    return get_family(opts.name).meta(opts)
+
+
+def load_splits(opts: DataOptions) -> DatasetSplits:
+    """Real splits, or fake ones with the exact shapes when ``opts.fake``."""
+    family = get_family(opts.name)
+    if opts.fake:
+        return fake_splits(family.meta(opts))
+    return family.load(opts)
