@@ -27,6 +27,37 @@ def slug(title: str) -> str:
     return re.sub(r"_+", "_", s).strip("_")
 
 
+FLEXCONV_TITLE_WORDS = (
+    # (pattern, replacement) applied in order to the lower-cased FlexConv command titles
+    (r"\(pintea et al\.? 2021\)", ""),
+    (r"\.\s.*$", ""),  # drop trailing sentences ("This model was run on ...")
+    (r"\(aka [^)]*\)", ""),
+    (r"flexnet-(\d+)", r"flexnet\1"),
+    (r"resnet-(\d+)", r"resnet\1"),
+    (r"with convolutions \(`k\s*=\s*(\d+)`\)", r"conv k\1"),
+    (r"with n-jet layers", "srf"),
+    (r"with siren kernels and without flexconv mask", "ckcnn siren"),
+    (r"with magnet kernels and without flexconv mask", "ckcnn magnet"),
+    (r"with aliasing regularization without flexconv mask", "reg gabor"),
+    (r"with aliasing regularization with flexconv mask", "reg gabor mask"),
+    (r"without aliasing regularization", "noreg"),
+    (r"with mfn-gabor kernels", "gabor"),
+    (r"with siren kernels", "siren"),
+)
+
+
+def flexconv_name(section: str, title: str, script: str) -> str:
+    """Short experiment names for the FlexConv commands, e.g. ``cifar10_flexnet7_conv_k3`` and
+    ``crossres_cifar10_flexnet7_reg_gabor_mask`` (section = dataset, title = model)."""
+    data = section.split("(")[0].lower().replace("imagenet-k", "imagenet_k")
+    data = re.sub(r"[^a-z0-9_]+", "", data)
+    model = title.lower()
+    for pattern, repl in FLEXCONV_TITLE_WORDS:
+        model = re.sub(pattern, repl, model)
+    prefix = "crossres_" if script == "run_crossres.py" else ""
+    return prefix + slug(f"{data} {model}")
+
+
 def parse(text: str, app: str) -> list[tuple[str, str, list[str]]]:
     """(name, script, args) for every fenced command in ``text``."""
     out, seen = [], {}
@@ -58,7 +89,7 @@ def parse(text: str, app: str) -> list[tuple[str, str, list[str]]]:
                 script, args = args[1], args[2:]
             name = slug(title)
             if app == "flexconv":
-                name = slug(f"{section.split('(')[0]} {title}") + ("_crossres" if script == "run_crossres.py" else "")
+                name = flexconv_name(section, title, script)
             if name in seen:
                 seen[name] += 1
                 suffix = re.sub(r"[^a-z0-9]+", "", section.split(":")[0].lower())

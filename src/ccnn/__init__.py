@@ -1,0 +1,37 @@
+"""ccnn — convolutional networks with structured kernels.
+
+Layers (``ccnn.nn``): CKConv, FlexConv and their separable variants with continuous kernels
+(MAGNet, Gabor, Fourier, SIREN, RFNet, MLP kernel networks), Gaussian masks with dynamic
+cropping, fast N-D FFT convolution, and a resolution API. Models (``ccnn.models``): CCNN and
+the paper variants. Apps: ``main.py`` (CCNN), ``run_experiment.py``/``run_crossres.py``
+(FlexConv), ``train.py`` (learnable scattering).
+"""
+
+from ccnn.models import CCNN, create_model, list_models
+from ccnn.nn import (
+    CKConv,
+    Conv,
+    FlexConv,
+    SeparableCKConv,
+    SeparableConv,
+    SeparableFlexConv,
+    at_resolution,
+    set_resolution,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CCNN",
+    "CKConv",
+    "Conv",
+    "FlexConv",
+    "SeparableCKConv",
+    "SeparableConv",
+    "SeparableFlexConv",
+    "__version__",
+    "at_resolution",
+    "create_model",
+    "list_models",
+    "set_resolution",
+]

@@ -114,7 +114,12 @@ class DatasetParams:
     seq_length: int = -1
     resolution: int = 32
     modelnet: ModelNetConfig = field(default_factory=ModelNetConfig)
+    # our additions (see the dataset modules): UEA/UCR set name and handling, LRA protocol
     uea_name: str = ""
+    pad_mode: str = ""
+    uea_split: str = ""
+    val_fraction: float = -1.0
+    lra_val: str = ""
 
 
 @dataclass

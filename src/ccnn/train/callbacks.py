@@ -122,7 +122,8 @@ class KernelPlotCallback(L.Callback):
         self.out_dir, self.every_epoch = Path(out_dir), every_epoch
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if self.every_epoch and trainer.is_global_zero and not trainer.sanity_checking:
+        fitting = trainer.state.fn == "fit"
+        if self.every_epoch and fitting and trainer.is_global_zero and not trainer.sanity_checking:
             path = plot_kernels(pl_module.network, self.out_dir / f"kernels_epoch{trainer.current_epoch:03d}.png")
             logger = trainer.logger
             if path is not None and logger is not None and hasattr(logger, "log_image"):

@@ -36,7 +36,14 @@ def network_state(checkpoint: dict) -> dict[str, torch.Tensor]:
 def load_pretrained(network: nn.Module, filename: str, alias: str = "best", strict: bool = True) -> Path:
     path = resolve_checkpoint(filename)
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    missing, unexpected = network.load_state_dict(network_state(checkpoint), strict=False)
+    try:
+        missing, unexpected = network.load_state_dict(network_state(checkpoint), strict=False)
+    except RuntimeError as err:  # shape mismatches
+        detail = str(err).split("\n\t", 1)[-1].split("\n")[0]
+        raise RunConfigError(
+            f"Checkpoint {path} does not fit this network ({detail}). Build the network with the "
+            "options (and dataset) it was trained with."
+        ) from None
     if strict and (missing or unexpected):
         raise RunConfigError(
             f"Checkpoint {path} does not match this network: missing keys {missing[:5]}, "

@@ -97,11 +97,13 @@ def build_trainer(s: TrainerSettings, extra_callbacks: list | None = None) -> tu
         filename="best",
         monitor=s.monitor,
         mode="max",
-        save_last=True,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    callbacks: list = [checkpoint, EarlyStopping(monitor=s.monitor, mode="max", patience=max(1, s.patience))]
+    # Lightning only refreshes save_last when a top-k checkpoint is saved; keep our own
+    # last.ckpt, overwritten after every epoch, so an interrupted run can always resume.
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
+    callbacks: list = [checkpoint, last, EarlyStopping(monitor=s.monitor, mode="max", patience=max(1, s.patience))]
     if s.plot_kernels:
         callbacks.append(KernelPlotCallback(run_dir / "kernels", every_epoch=s.plot_kernels_every_epoch))
     loggers = _loggers(s, run_dir)
@@ -188,6 +190,13 @@ def fit_and_test(
         ckpt = s.resume_from or None
         if ckpt and not Path(ckpt).exists():
             raise RunConfigError(f"Cannot resume: checkpoint '{ckpt}' does not exist (train.resume)")
+        if ckpt:
+            done = torch.load(ckpt, map_location="cpu", weights_only=False).get("epoch", -1) + 1
+            if done >= s.epochs:
+                raise RunConfigError(
+                    f"Checkpoint {ckpt} already completed {done} epochs; resume with "
+                    f"train.epochs > {done}"
+                )
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
         best = checkpoint.best_model_path or None
         results["epochs"] = trainer.current_epoch

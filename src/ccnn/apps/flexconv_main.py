@@ -1,0 +1,251 @@
+"""``python run_experiment.py key=value ...`` and ``python run_crossres.py key=value ...`` — the
+FlexConv paper's command lines (Hydra), on the shared library and training stack.
+
+With no ``dataset`` and no ``experiment`` on the command line, the embedded experiment
+``digits`` (``digits_crossres`` for run_crossres.py) runs: a small FlexNet on scikit-learn's
+8x8 digits (real data, no download).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ccnn.apps.common import ConfigError, check_overrides, report_errors
+from ccnn.apps.flexconv_config import (
+    FlexConvConfig,
+    build_datamodule,
+    build_network,
+    loss_terms,
+    optim_settings,
+    trainer_settings,
+    validate,
+    validate_with_meta,
+    with_seed,
+)
+
+CONFIG_MODULE = "ccnn.configs.flexconv"
+DEFAULT_EXPERIMENT = {False: "digits", True: "digits_crossres"}
+
+
+def _module(cfg: DictConfig, network, meta):
+    from ccnn.train.module import ClassificationModule
+
+    optim, schedule = optim_settings(cfg)
+    return ClassificationModule(
+        network, meta.num_classes, optim, schedule, loss_terms=loss_terms(cfg),
+        report_top5=cfg.train.report_top5_acc,
+    )
+
+
+def _prepare_network(cfg: DictConfig, meta):
+    from ccnn.train.pretrained import load_pretrained
+    from ccnn.train.summary import print_summary
+
+    network = build_network(cfg, meta)
+    if cfg.pretrained:
+        load_pretrained(network, cfg.pretrained_params.filepath, strict=cfg.pretrained_strict)
+    if list(cfg.summary) not in ([], [0]):
+        try:
+            print_summary(network, list(cfg.summary), depth=cfg.summary_depth)
+        except (RuntimeError, ValueError) as err:
+            raise ConfigError(f"summary={list(cfg.summary)} does not fit the network: {err}") from err
+    return network
+
+
+def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
+    """``run_experiment.py``: build data and network, train, test, write ``results.json``."""
+    import ccnn.data  # noqa: F401  (registers the dataset families)
+    from ccnn.train.runner import fit_and_test
+
+    validate(cfg)
+    cfg = with_seed(cfg)
+    run_dir = run_dir or _hydra_run_dir()
+    datamodule = build_datamodule(cfg)
+    meta = datamodule.meta
+    validate_with_meta(cfg, meta)
+    network = _prepare_network(cfg, meta)
+    results = fit_and_test(
+        _module(cfg, network, meta),
+        datamodule,
+        trainer_settings(cfg, run_dir),
+        do_train=cfg.train.do,
+        test_before_train=cfg.test.before_train,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    test, val = results.get("test", {}), results.get("val", {})
+    print(
+        f"\n[flexconv] {cfg.dataset} | {cfg.net.type} {cfg.conv.type or ''} | params "
+        f"{results['params']:,} | epochs {results.get('epochs')} | val acc "
+        f"{val.get('acc', float('nan')):.4f} | test acc {test.get('acc', float('nan')):.4f} | "
+        f"{results['wall_time_s']:.1f}s\n[flexconv] results in {Path(run_dir).resolve()}"
+    )
+    return results
+
+
+def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
+    """``run_crossres.py``: train at ``cross_res.source_res``, evaluate at ``target_res`` without
+    fine-tuning (continuous kernels resampled, see :mod:`ccnn.train.crossres`), fine-tune
+    ``cross_res.finetune_epochs`` with a fresh optimiser, and write all figures to
+    ``results.json``."""
+    import torch
+
+    import ccnn.data  # noqa: F401
+    from ccnn.train.callbacks import write_json
+    from ccnn.train.crossres import evaluate, set_network_resolution
+    from ccnn.train.pretrained import network_state
+    from ccnn.train.runner import fit_and_test, resolve_accelerator
+
+    validate(cfg, crossres=True)
+    cfg = with_seed(cfg)
+    run_dir = run_dir or _hydra_run_dir()
+    start = time.time()
+    cr = cfg.cross_res
+    source_dm = build_datamodule(cfg, resolution=cr.source_res)
+    meta = source_dm.meta
+    validate_with_meta(cfg, meta)
+    network = _prepare_network(cfg, meta)
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    # 1. train at the source resolution (horizon = source + 1 with conv.horizon=same)
+    source = fit_and_test(
+        _module(cfg, network, meta), source_dm, trainer_settings(cfg, str(Path(run_dir) / "source")),
+        do_train=cfg.train.do, test_before_train=cfg.test.before_train,
+    )
+    best = source.get("best_checkpoint")
+    if best and Path(best).exists():
+        network.load_state_dict(network_state(torch.load(best, map_location="cpu", weights_only=False)))
+    torch.save(network.state_dict(), Path(run_dir) / "source_network.pt")
+
+    # 2. the same network at the target resolution, before fine-tuning
+    device = "cuda" if resolve_accelerator(cfg.device) == "gpu" else "cpu"
+    network.to(device)
+    scale = cr.target_res / cr.source_res
+    changed = set_network_resolution(network, scale)
+    target_dm = (
+        source_dm.at_resolution(cr.target_res) if hasattr(source_dm, "at_resolution")
+        else build_datamodule(cfg, resolution=cr.target_res)
+    )
+    before = evaluate(network, target_dm, "test", device, cfg.train.limit_batches)
+    source_acc = source["test"]["acc"]
+    print(
+        f"[crossres] {cr.source_res}px -> {cr.target_res}px ({changed} layers resampled): test acc "
+        f"{source_acc:.4f} -> {before['acc']:.4f} before fine-tuning ({before['acc'] - source_acc:+.4f})"
+    )
+
+    # 3. fine-tune at the target resolution with a fresh optimiser
+    finetune: dict[str, Any] = {}
+    if cr.finetune_epochs > 0:
+        finetune = fit_and_test(
+            _module(cfg, network, target_dm.meta), target_dm,
+            trainer_settings(cfg, str(Path(run_dir) / "finetune"), epochs=cr.finetune_epochs),
+        )
+    final = finetune or {"val": evaluate(network, target_dm, "val", device, cfg.train.limit_batches), "test": before}
+    results = {
+        "params": source["params"],
+        "val": final["val"],
+        "test": final["test"],
+        "epochs": source.get("epochs", 0) + finetune.get("epochs", 0),
+        "wall_time_s": round(time.time() - start, 3),
+        "source_res": cr.source_res,
+        "target_res": cr.target_res,
+        "source_acc": source_acc,
+        "target_acc_before_finetune": before["acc"],
+        "change_before_finetune": before["acc"] - source_acc,
+        "target_acc_after_finetune": finetune["test"]["acc"] if finetune else None,
+        "source": source,
+        "finetune": finetune or None,
+        "config": config,
+    }
+    write_json(Path(run_dir) / "results.json", results)
+    after = results["target_acc_after_finetune"]
+    print(
+        f"\n[crossres] {cfg.dataset} {cfg.net.type} {cfg.conv.type or ''} | params "
+        f"{results['params']:,} | source {source_acc:.4f} | target before fine-tuning "
+        f"{before['acc']:.4f} ({results['change_before_finetune']:+.4f}) | after fine-tuning "
+        f"{'n/a' if after is None else f'{after:.4f}'} | {results['wall_time_s']:.1f}s\n"
+        f"[crossres] results in {Path(run_dir).resolve()}"
+    )
+    return results
+
+
+def _hydra_run_dir() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir
+
+
+def quote_unparsable(argv: list[str]) -> list[str]:
+    """Quote ``key=value`` values that Hydra's override grammar cannot read unquoted.
+
+    The published commands pass placeholders such as ``dataset_params.root=<link-to-data>``,
+    which the published (argparse-free) code read as plain strings.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for arg in argv:
+        if "=" in arg and not arg.startswith("-"):
+            try:
+                parser.parse_override(arg)
+            except Exception:  # noqa: BLE001 - any grammar error: retry quoted
+                key, value = arg.split("=", 1)
+                if not (value[:1] in "'\"" and value[-1:] == value[:1]):
+                    arg = f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        out.append(arg)
+    return out
+
+
+def prepare_argv(argv: list[str], crossres: bool = False) -> list[str]:
+    """Check keys of ``key=value`` arguments and add the default experiment if needed."""
+    check_overrides(argv, FlexConvConfig)
+    argv = quote_unparsable(argv)
+    names_data = any(a.split("=", 1)[0].lstrip("+") in ("dataset", "experiment") for a in argv if "=" in a)
+    if not names_data and not any(a.startswith("-") for a in argv):
+        argv = [f"experiment={DEFAULT_EXPERIMENT[crossres]}", *argv]
+    return argv
+
+
+def compose(overrides: list[str] | None = None, crossres: bool = False) -> DictConfig:
+    """The composed config for command-line ``overrides`` (as the scripts would see them)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    overrides = prepare_argv(list(overrides or []), crossres)
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def _launch(fn, crossres: bool) -> None:
+    import hydra
+
+    try:
+        sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:], crossres)]
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+    @hydra.main(config_path="../configs/flexconv", config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        report_errors(fn)(cfg)
+
+    _main()
+
+
+def run_experiment_main() -> None:
+    """Console script ``ccnn-run-experiment`` / ``python run_experiment.py``."""
+    _launch(run, crossres=False)
+
+
+def run_crossres_main() -> None:
+    """Console script ``ccnn-run-crossres`` / ``python run_crossres.py``."""
+    _launch(run_crossres, crossres=True)
+
+
+if __name__ == "__main__":
+    run_experiment_main()

@@ -1,0 +1,262 @@
+"""Cross-resolution training and evaluation (FlexConv, arXiv:2110.08059, §4.3 and App. A).
+
+Legend: b batch · c channels · h, w image sides.
+
+* :class:`ResizeTransform` / :class:`ResizedDataModule`: any 2D dataset family at another
+  resolution. The family's own batch transform runs first (normalisation, crop+flip
+  augmentation at the native size), then images are resized on the device to ``resolution``
+  (bilinear — antialiased when downsampling, like PIL — or nearest/bicubic/area), with optional
+  Gaussian blurs before (``blur_before``, σ in native pixels) and after (``blur_after``, σ in
+  pixels of the resized image) the resize.
+* :func:`set_network_resolution`: every continuous kernel samples the same function on a grid
+  ``scale`` times denser over the same extent, rescaled by (old step / new step)^D
+  (:func:`ccnn.nn.set_resolution`); other layers that define ``set_resolution`` (e.g. N-Jet/SRF)
+  are told too; discrete layers are unchanged.
+* :func:`evaluate_at_resolution`: accuracy of a trained network on data at another resolution,
+  without fine-tuning — works for any CCNN/FlexNet/ResNet and any checkpoint::
+
+      net = build the network as trained; net.load_state_dict(network_state(torch.load(ckpt)))
+      dm = ResizedDataModule(opts, resolution=32, batch_size=256)   # trained at 16
+      evaluate_at_resolution(net, dm, scale=32 / 16)                # {"acc": ..., "loss": ...}
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ccnn.data.base import BatchTransform, DataOptions
+from ccnn.data.datamodule import CCNNDataModule
+from ccnn.nn.conv import ContinuousConv
+
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area")
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Depthwise Gaussian blur of ``(b, c, h, w)`` with std ``sigma`` pixels (reflect padding)."""
+    if sigma <= 0:
+        return x
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()  # (k,)
+    c = x.shape[1]
+    pad = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    if pad < radius:  # image smaller than the blur: zero-extend the kernel support
+        x = F.pad(x, (pad,) * 4, mode="reflect")
+        x = F.pad(x, (radius - pad,) * 4)
+    else:
+        x = F.pad(x, (radius,) * 4, mode="reflect")
+    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)  # (b, c, h + 2r, w)
+    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)  # (b, c, h, w)
+
+
+def resize(x: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """Resize ``(b, c, h, w)`` images to ``size x size`` (antialiased bilinear/bicubic when
+    downsampling; ``align_corners=False``)."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"Unknown interpolation {interpolation!r}; supported: {list(INTERPOLATIONS)}")
+    if interpolation in ("nearest", "area"):
+        return F.interpolate(x, size=(size, size), mode=interpolation)
+    down = size < min(x.shape[-2:])
+    return F.interpolate(x, size=(size, size), mode=interpolation, align_corners=False, antialias=down)
+
+
+class ResizeTransform:
+    """Wraps a family's batch transform: ``inner`` first, then blur/resize/blur to ``size``.
+
+    Shapes: ``(b, c, h, w) -> (b, c, size, size)``.
+    """
+
+    def __init__(
+        self,
+        inner: BatchTransform | None,
+        size: int,
+        interpolation: str = "bilinear",
+        blur_before: float = 0.0,
+        blur_after: float = 0.0,
+    ):
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"Unknown interpolation {interpolation!r}; supported: {list(INTERPOLATIONS)}")
+        self.inner, self.size, self.interpolation = inner, int(size), interpolation
+        self.blur_before, self.blur_after = blur_before, blur_after
+
+    def __call__(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+        if self.inner is not None:
+            x = self.inner(x, training)
+        if not torch.is_floating_point(x):
+            x = x.float()
+        if x.dim() != 4:
+            raise ValueError(f"resizing needs images (b, c, h, w), got {tuple(x.shape)}")
+        x = gaussian_blur(x, self.blur_before)
+        x = resize(x, self.size, self.interpolation)
+        return gaussian_blur(x, self.blur_after)
+
+
+class ResizedDataModule(CCNNDataModule):
+    """A :class:`CCNNDataModule` whose 2D images are resized to ``resolution`` on the device.
+
+    ``meta.input_shape`` reports the resized shape, so networks are built for it.
+    :meth:`at_resolution` gives a copy at another resolution sharing the loaded data.
+    """
+
+    def __init__(
+        self,
+        opts: DataOptions,
+        resolution: int,
+        interpolation: str = "bilinear",
+        blur_before: float = 0.0,
+        blur_after: float = 0.0,
+        **kwargs: Any,
+    ):
+        super().__init__(opts, **kwargs)
+        if self.meta.data_dim != 2:
+            raise ValueError(
+                f"resizing needs 2D images; dataset {opts.name} ({opts.data_type}) is "
+                f"{self.meta.data_dim}D"
+            )
+        if resolution < 1:
+            raise ValueError(f"resolution must be >= 1, got {resolution}")
+        self.native_meta = self.meta
+        self.resolution, self.interpolation = int(resolution), interpolation
+        self.blur_before, self.blur_after = blur_before, blur_after
+        self._native_splits = None
+        c = self.native_meta.input_shape[0]
+        self.meta = replace(
+            self.native_meta,
+            input_shape=(c, self.resolution, self.resolution),
+            extra={**self.native_meta.extra, "resolution": self.resolution},
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._native_splits is None:
+            super().setup(stage)
+            self._native_splits = self.splits
+            transform = ResizeTransform(
+                self._native_splits.batch_transform, self.resolution, self.interpolation,
+                self.blur_before, self.blur_after,
+            )
+            self.splits = replace(self._native_splits, batch_transform=transform, meta=self.meta)
+
+    def at_resolution(self, resolution: int) -> ResizedDataModule:
+        """A copy at ``resolution`` (the loaded data is shared, nothing is re-read)."""
+        other = copy.copy(self)
+        other.resolution = int(resolution)
+        c = self.native_meta.input_shape[0]
+        other.meta = replace(
+            self.native_meta,
+            input_shape=(c, other.resolution, other.resolution),
+            extra={**self.native_meta.extra, "resolution": other.resolution},
+        )
+        other.splits = None
+        if self._native_splits is not None:
+            transform = ResizeTransform(
+                self._native_splits.batch_transform, other.resolution, self.interpolation,
+                self.blur_before, self.blur_after,
+            )
+            other.splits = replace(self._native_splits, batch_transform=transform, meta=other.meta)
+        other.trainer = None
+        return other
+
+
+def resolution_layers(network: nn.Module) -> list[nn.Module]:
+    """Layers whose kernels follow the input resolution: continuous convs and any other module
+    with a ``set_resolution`` method (e.g. N-Jet/SRF layers)."""
+    return [
+        m for m in network.modules()
+        if isinstance(m, ContinuousConv) or (m is not network and callable(getattr(m, "set_resolution", None)))
+    ]
+
+
+def set_network_resolution(network: nn.Module, scale: float | Sequence[float] | None) -> int:
+    """Evaluate ``network`` at ``scale`` times its training resolution (``None`` resets);
+    returns how many layers changed. See :func:`ccnn.nn.set_resolution`."""
+    layers = resolution_layers(network)
+    for layer in layers:
+        layer.set_resolution(scale)
+    return len(layers)
+
+
+@contextmanager
+def network_at_resolution(network: nn.Module, scale: float | Sequence[float]) -> Iterator[nn.Module]:
+    """Temporarily set the resolution of every resolution-aware layer."""
+    layers = resolution_layers(network)
+    previous = [getattr(layer, "_resolution_scale", None) for layer in layers]
+    try:
+        for layer in layers:
+            layer.set_resolution(scale)
+        yield network
+    finally:
+        for layer, prev in zip(layers, previous):
+            layer.set_resolution(prev)
+
+
+@torch.no_grad()
+def evaluate(
+    network: nn.Module,
+    datamodule: CCNNDataModule,
+    split: str = "test",
+    device: torch.device | str | None = None,
+    limit_batches: int = -1,
+) -> dict[str, float]:
+    """Accuracy and cross-entropy of ``network`` on ``split`` (``"test"`` or ``"val"``).
+
+    Batches go through the datamodule's batch transform (e.g. the resize), in eval mode.
+    """
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    datamodule.setup()
+    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+    transform = datamodule.splits.batch_transform
+    if device is None:
+        ref = next(iter(network.parameters()), None)
+        device = ref.device if ref is not None else torch.device("cpu")
+    was_training = network.training
+    network.eval()
+    correct, loss_sum, count = 0, 0.0, 0
+    try:
+        for i, batch in enumerate(loader):
+            if 0 < limit_batches <= i:
+                break
+            x, y = batch[0].to(device), batch[1].to(device)
+            if transform is not None:
+                x = transform(x, False)
+            logits = network(x)
+            if logits.shape[-1] == 1:  # binary task: one logit
+                logits = logits.reshape(-1)
+                loss_sum += F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum").item()
+                correct += int(((logits > 0).long() == y).sum())
+            else:
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += int((logits.argmax(-1) == y).sum())
+            count += len(y)
+    finally:
+        network.train(was_training)
+    if count == 0:
+        raise ValueError(f"the {split} split is empty")
+    return {"acc": correct / count, "loss": loss_sum / count}
+
+
+def evaluate_at_resolution(
+    network: nn.Module,
+    datamodule: CCNNDataModule,
+    scale: float | Sequence[float],
+    split: str = "test",
+    device: torch.device | str | None = None,
+    limit_batches: int = -1,
+) -> dict[str, float]:
+    """Evaluate a trained network on ``datamodule`` (data at the NEW resolution) with its
+    continuous kernels resampled for ``scale`` = new resolution / training resolution, without
+    fine-tuning. The network's resolution is restored afterwards."""
+    with network_at_resolution(network, scale):
+        return evaluate(network, datamodule, split, device, limit_batches)
