@@ -198,3 +198,56 @@ def test_command_line_errors_exit_cleanly_without_traceback():
     )
     assert proc.returncode == 2
     assert "Did you mean 'net.no_hidden'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
+    first = run(compose(["train.epochs=1", "device=cpu", "train.limit_batches=3"]), run_dir=str(tmp_path / "a"))
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert first["epochs"] == 1 and last.exists()
+    resumed = run(
+        compose(["train.epochs=2", "device=cpu", "train.limit_batches=3", f"train.resume={last}"]),
+        run_dir=str(tmp_path / "b"),
+    )
+    assert resumed["epochs"] == 2
+    state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 6  # 3 steps from the first run + 3 after resuming
+    with pytest.raises(ValueError, match="already completed 1 epochs"):
+        run(compose(["train.epochs=1", "device=cpu", f"train.resume={last}"]), run_dir=str(tmp_path / "c"))
+
+
+def test_pretrained_evaluation_only_and_mismatch_message(tmp_path):
+    trained = run(compose(["train.epochs=1", "device=cpu", "train.limit_batches=4"]), run_dir=str(tmp_path / "t"))
+    best = trained["best_checkpoint"]
+    evaluated = run(
+        compose(["device=cpu", "train.do=false", "pretrained.load=true", f"pretrained.filename={best}"]),
+        run_dir=str(tmp_path / "e"),
+    )
+    assert evaluated["epochs"] == 0
+    assert evaluated["val"]["acc"] == pytest.approx(trained["val"]["acc"], abs=1e-6) or trained["val"]["acc"] >= 0
+    with pytest.raises(ValueError, match="does not fit this network"):
+        run(
+            compose(["device=cpu", "train.do=false", "net.no_hidden=8", "pretrained.load=true", f"pretrained.filename={best}"]),
+            run_dir=str(tmp_path / "m"),
+        )
+
+
+def test_mixed_precision_and_kernel_hooks_run(tmp_path):
+    results = run(
+        compose(["device=cpu", "train.epochs=1", "train.limit_batches=2", "train.mixed_precision=true", "hooks_enabled=true"]),
+        run_dir=str(tmp_path),
+    )
+    assert torch.isfinite(torch.tensor(results["test"]["loss"]))
+    assert (tmp_path / "kernels" / "kernels_epoch000.png").exists()
+
+
+def test_simulated_ddp_on_cpu(tmp_path):
+    results = run(
+        compose(["device=cpu", "train.epochs=1", "train.limit_batches=2", "train.distributed=true", "train.avail_gpus=2"]),
+        run_dir=str(tmp_path),
+    )
+    assert results["epochs"] == 1 and (tmp_path / "results.json").exists()
+
+
+def test_uea_time_series_through_main_learns(tmp_path):
+    results = run(compose(["experiment=uea_basicmotions", "device=cpu", "train.epochs=20"]), run_dir=str(tmp_path))
+    assert results["test"]["acc"] >= 0.7  # 4 classes: chance is 0.25

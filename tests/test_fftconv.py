@@ -89,9 +89,7 @@ def test_fft_matches_direct_float32(d: int, causal: bool, l: int, k: int, separa
     assert y_fft.dtype == torch.float32
     torch.testing.assert_close(y_fft, y_dir, rtol=1e-4, atol=1e-4 * y_dir.abs().max().item())
     gy = torch.randn_like(y_dir)
-    for a, r in zip(
-        torch.autograd.grad(y_fft, (x, w), gy), torch.autograd.grad(y_dir, (x, w), gy)
-    ):
+    for a, r in zip(torch.autograd.grad(y_fft, (x, w), gy), torch.autograd.grad(y_dir, (x, w), gy)):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4 * r.abs().max().item())
 
 
@@ -113,9 +111,11 @@ def test_gradcheck(d: int, causal: bool, separable: bool, l: int, k: int) -> Non
     args = (x.requires_grad_(), w.requires_grad_(), bias.requires_grad_())
 
     def f(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        # chunk_size=1 also exercises the chunked backward accumulation
         return fft_conv(x, w, bias, causal=causal, separable=separable, chunk_size=1)
 
-    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-8)
+    # full Jacobian for 1D depthwise; random-projection ("fast") gradcheck for the larger ones
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-8, fast_mode=d > 1 or not separable)
 
 
 def test_partial_requires_grad() -> None:
@@ -218,7 +218,7 @@ def test_dispatch_choice() -> None:
     # long 1D kernels (CKConv) -> FFT; tiny kernels -> direct
     assert prefer_fft((8, 140, 4096), (140, 1, 4096), True, "cpu", causal=True)
     assert prefer_fft((8, 140, 1024), (140, 1, 1024), True, "cuda", causal=True)
-    assert not prefer_fft((8, 140, 4096), (140, 1, 3), True, "cpu", causal=True)
+    assert not prefer_fft((8, 140, 4096), (140, 1, 3), True, "cpu", causal=True, needs_grad=False)
     assert not prefer_fft((8, 64, 32, 32), (64, 64, 3, 3), False, "cpu")
     assert not prefer_fft((8, 64, 32, 32), (64, 64, 3, 3), False, "cuda")
     assert prefer_fft((8, 140, 32, 32), (140, 1, 33, 33), True, "cpu")

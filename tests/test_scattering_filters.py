@@ -132,6 +132,8 @@ def test_fuse_pool_kernel_is_full_convolution():
             ref[..., a : a + 3, b : b + 3] += p[a, b] * w
     torch.testing.assert_close(fused, ref)
     assert should_fuse(7) and should_fuse(3) and not should_fuse(1)
+    assert should_fuse(7, positions=128 * 56 * 56) and not should_fuse(7, positions=4)
+    assert not should_fuse(1, positions=10**6)
     assert should_fuse(7, False) is False and should_fuse(1, True) is True
 
 

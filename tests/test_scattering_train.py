@@ -283,7 +283,11 @@ SMOKE = ("--fake-data --limit-batches 1 --lr-epochs 1 --epochs 1 --image-size 32
 
 
 @pytest.mark.filterwarnings("ignore:mixing horizon")
-@pytest.mark.parametrize("exp", sorted(SEED_EXPERIMENTS))
+@pytest.mark.parametrize(
+    "exp",
+    # A: 5 blocks, L=4, full mixing → a 172M-parameter last block (~7 GB of CPU RAM to train)
+    [pytest.param(e, marks=pytest.mark.slow) if e == "A" else e for e in sorted(SEED_EXPERIMENTS)],
+)
 def test_seed_experiment_smoke(exp, tmp_path):
     argv = shlex.split(f"{SEED_BASE} {SEED_EXPERIMENTS[exp]} {SMOKE}")
     i = argv.index("--save-dir")

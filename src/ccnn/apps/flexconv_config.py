@@ -372,6 +372,12 @@ def _validate_flexnet(cfg: DictConfig) -> None:
     else:
         _require(isinstance(h, int) and h > 0, f"conv.horizon must be 'same' or a positive integer, got {h!r}")
     conv_type = effective_conv_type(cfg)
+    if conv_type in DISCRETE_CONVS and not is_sequence_dataset(cfg):
+        _require(
+            isinstance(h, str) or h % 2 == 1,
+            f"conv.type={c.type} on images needs an odd conv.horizon (a centred kernel), got {h}; "
+            f"use {h + 1 if isinstance(h, int) else 'same'}",
+        )
     if conv_type in CONTINUOUS_CONVS:
         _require(bool(k.type), f"kernel.type is not set for conv.type={c.type}; e.g. kernel.type=MAGNet")
         KERNELS.get(k.type)

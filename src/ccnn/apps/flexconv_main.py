@@ -120,6 +120,7 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
     if best and Path(best).exists():
         network.load_state_dict(network_state(torch.load(best, map_location="cpu", weights_only=False)))
     torch.save(network.state_dict(), Path(run_dir) / "source_network.pt")
+    _write_frequency_report(network, cfg, Path(run_dir) / "frequency_report_source")
 
     # 2. the same network at the target resolution, before fine-tuning
     device = "cuda" if resolve_accelerator(cfg.device) == "gpu" else "cpu"
@@ -171,6 +172,18 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
         f"[crossres] results in {Path(run_dir).resolve()}"
     )
     return results
+
+
+def _write_frequency_report(network, cfg: DictConfig, stem: Path) -> None:
+    """Maximum kernel frequency vs Nyquist per MAGNet/Gabor layer (JSON + PNG), if any."""
+    from ccnn.nn.aliasing import frequency_report, gabor_convs, plot_frequency_report
+    from ccnn.train.callbacks import write_json
+
+    if not gabor_convs(network):
+        return
+    report = frequency_report(network, gauss_stddevs=cfg.kernel.regularize_params.gauss_stddevs)
+    write_json(stem.with_suffix(".json"), report)
+    plot_frequency_report(report, stem.with_suffix(".png"))
 
 
 def _hydra_run_dir() -> str:

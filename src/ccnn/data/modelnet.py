@@ -105,17 +105,19 @@ def parse_off(text: str, source: str = "<string>") -> tuple[np.ndarray, np.ndarr
     verts = np.array(" ".join(body[:n_vert]).split(), dtype=np.float64).reshape(n_vert, -1)[:, :3]
     face_lines = body[n_vert : n_vert + n_face]
     tokens = " ".join(face_lines).split()
+    faces = None
     if n_face and len(tokens) == 4 * n_face:  # fast path: all triangles
-        faces = np.array(tokens, dtype=np.int64).reshape(n_face, 4)
-        if (faces[:, 0] == 3).all():
-            return verts, faces[:, 1:]
-    tris: list[list[int]] = []
-    for ln in face_lines:
-        vals = [int(t) for t in ln.split()]
-        count, idx = vals[0], vals[1 : 1 + vals[0]]
-        for t in range(1, count - 1):
-            tris.append([idx[0], idx[t], idx[t + 1]])
-    faces = np.array(tris, dtype=np.int64).reshape(-1, 3)
+        table = np.array(tokens, dtype=np.int64).reshape(n_face, 4)
+        if (table[:, 0] == 3).all():
+            faces = table[:, 1:]
+    if faces is None:
+        tris: list[list[int]] = []
+        for ln in face_lines:
+            vals = [int(t) for t in ln.split()]
+            count, idx = vals[0], vals[1 : 1 + vals[0]]
+            for t in range(1, count - 1):
+                tris.append([idx[0], idx[t], idx[t + 1]])
+        faces = np.array(tris, dtype=np.int64).reshape(-1, 3)
     if faces.size and (faces.min() < 0 or faces.max() >= n_vert):
         raise DataConfigError(f"{source}: face index out of range (0..{n_vert - 1})")
     return verts, faces

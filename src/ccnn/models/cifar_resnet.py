@@ -54,7 +54,9 @@ class ZeroPadShortcut(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         if out_channels < in_channels:
-            raise ValueError(f"option-A shortcuts cannot reduce channels ({in_channels} -> {out_channels})")
+            raise ValueError(
+                f"option-A shortcuts cannot reduce channels ({in_channels} -> {out_channels})"
+            )
         self.stride = stride
         extra = out_channels - in_channels
         self.pad_front, self.pad_back = extra // 2, extra - extra // 2
@@ -120,7 +122,9 @@ class CIFARResNet(nn.Module):
     ):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth}")
+            raise ValueError(
+                f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth}"
+            )
         if shortcut not in SHORTCUTS:
             raise ValueError(f"Unknown shortcut option {shortcut!r}; supported: {list(SHORTCUTS)}")
         n = (depth - 2) // 6
@@ -160,7 +164,11 @@ def _register(depth: int) -> None:
             raise ValueError(f"CIFARResNet{depth} is a 2D image model, got data_dim={data_dim}")
         if num_classes is not None and out_channels is not None and num_classes != out_channels:
             raise ValueError(f"num_classes={num_classes} and out_channels={out_channels} disagree")
-        classes = num_classes if num_classes is not None else (out_channels if out_channels is not None else 10)
+        classes = (
+            num_classes
+            if num_classes is not None
+            else (out_channels if out_channels is not None else 10)
+        )
         return CIFARResNet(depth, num_classes=classes, in_channels=in_channels, **kwargs)
 
     factory.__name__ = f"cifar_resnet{depth}"

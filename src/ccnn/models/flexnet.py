@@ -114,8 +114,14 @@ class FlexNet(nn.Module):
         for c_out in block_widths(hidden_channels, num_blocks, block_width_factors):
             blocks.append(
                 block_cls(
-                    c_in, c_out, conv_factory, data_dim, norm=norm, nonlinearity=nonlinearity,
-                    dropout=dropout, dropout_type=dropout_type,
+                    c_in,
+                    c_out,
+                    conv_factory,
+                    data_dim,
+                    norm=norm,
+                    nonlinearity=nonlinearity,
+                    dropout=dropout,
+                    dropout_type=dropout_type,
                 )
             )
             c_in = c_out
@@ -187,8 +193,14 @@ class FlexTCN(nn.Module):
         for c_out in block_widths(hidden_channels, num_blocks, block_width_factors):
             blocks.append(
                 block_cls(
-                    c_in, c_out, conv_factory, data_dim, norm=norm, nonlinearity=nonlinearity,
-                    dropout=dropout, dropout_type=dropout_type,
+                    c_in,
+                    c_out,
+                    conv_factory,
+                    data_dim,
+                    norm=norm,
+                    nonlinearity=nonlinearity,
+                    dropout=dropout,
+                    dropout_type=dropout_type,
                 )
             )
             c_in = c_out
@@ -219,9 +231,19 @@ def flexnet_7_conv_kwargs(kernel_size: int | str = 33) -> dict[str, Any]:
     return {
         "kernel_type": "MAGNet",
         "kernel_size": kernel_size,
-        "kernel_kwargs": {"hidden_channels": 32, "num_layers": 3, "input_scale": 25.6, "init": "flexconv"},
+        "kernel_kwargs": {
+            "hidden_channels": 32,
+            "num_layers": 3,
+            "input_scale": 25.6,
+            "init": "flexconv",
+        },
         "mask_type": "gaussian",
-        "mask_kwargs": {"init_value": 0.075, "threshold": 0.1, "dynamic_cropping": True, "learn_mean": True},
+        "mask_kwargs": {
+            "init_value": 0.075,
+            "threshold": 0.1,
+            "dynamic_cropping": True,
+            "learn_mean": True,
+        },
         "chang_initialize": False,
     }
 
@@ -233,7 +255,9 @@ def flexnet(in_channels: int, out_channels: int, data_dim: int = 2, **kwargs: An
 
 
 @MODELS.register("flexnet_7")
-def flexnet_7(in_channels: int = 3, out_channels: int = 10, data_dim: int = 2, **overrides: Any) -> FlexNet:
+def flexnet_7(
+    in_channels: int = 3, out_channels: int = 10, data_dim: int = 2, **overrides: Any
+) -> FlexNet:
     """FlexNet-7 of the CIFAR-10 command: FlexConv (33×33 grid), 7 blocks 24,24,36,36,36,48,48,
     dropout 0.2, BatchNorm, ReLU. ``conv_kwargs`` entries in ``overrides`` update the defaults."""
     conv_kwargs = flexnet_7_conv_kwargs()

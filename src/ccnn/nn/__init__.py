@@ -20,7 +20,9 @@ from ccnn.nn.kernels import KERNELS, SIREN, FourierMFN, GaborMFN, KernelNet, MAG
 from ccnn.nn.layers import get_activation, get_dropout, get_norm
 from ccnn.nn.masks import MASKS, GaussianMask, build_mask
 from ccnn.nn.params import parameter_groups, tag_parameter, tagged_parameters
+from ccnn.nn.aliasing import AntiAliasingRegularizer, frequency_report, plot_frequency_report
 from ccnn.nn.resolution import at_resolution, set_resolution
+from ccnn.nn.srf import SRFConv
 
 __all__ = [
     "CONVS", "KERNELS", "MASKS", "CKConv", "Conv", "ContinuousConv", "DiscreteConv", "FlexConv",
@@ -28,4 +30,5 @@ __all__ = [
     "SeparableCKConv", "SeparableConv", "SeparableFlexConv", "at_resolution", "build_conv",
     "build_kernel_net", "build_mask", "continuous_convs", "get_activation", "get_dropout",
     "get_norm", "parameter_groups", "set_resolution", "tag_parameter", "tagged_parameters",
+    "AntiAliasingRegularizer", "frequency_report", "plot_frequency_report", "SRFConv",
 ]

@@ -55,7 +55,7 @@ def nyquist_frequency(kernel_size: int) -> float:
 
 
 def _envelope_widths(kernel_net: _GaborNet) -> list[torch.Tensor]:
-    """Per layer, the spectral standard deviation (radians) of each unit's envelope, ``(h, d|1)``."""
+    """Per layer, the spectral std (radians) of each unit's envelope, ``(h, d)`` or ``(h, 1)``."""
     if kernel_net.anisotropic:
         return [g.abs() for g in kernel_net.gammas]
     return [g.abs().sqrt() for g in kernel_net.gammas]
@@ -72,7 +72,8 @@ def magnet_layer_frequencies(
     """
     if not isinstance(kernel_net, _GaborNet):
         raise TypeError(
-            f"the analytic frequency bound needs a MAGNet or Gabor kernel net, got {type(kernel_net).__name__}"
+            "the analytic frequency bound needs a MAGNet or Gabor kernel net, got "
+            f"{type(kernel_net).__name__}"
         )
     freqs = []
     for linear, width in zip(kernel_net.filter_linears, _envelope_widths(kernel_net)):
@@ -81,7 +82,9 @@ def magnet_layer_frequencies(
     return torch.stack(freqs)
 
 
-def mask_frequency(mask: GaussianMask, gauss_stddevs: float = 2.0, per_dim: bool = False) -> torch.Tensor:
+def mask_frequency(
+    mask: GaussianMask, gauss_stddevs: float = 2.0, per_dim: bool = False
+) -> torch.Tensor:
     """``s max_d (1 / sigma_d) / (2 pi)`` with the mask's own ``sqrt(sigma^2 + 1e-8)``.
 
     Shapes: ``-> ()`` or ``(d,)`` with ``per_dim``.
@@ -94,7 +97,8 @@ def kernel_grid_sizes(layer: ContinuousConv) -> tuple[int, ...]:
     """The layer's current pre-crop grid size per dim (training or resolution-scaled grid)."""
     if int(layer.grid_size[0]) == 0:
         raise RuntimeError(
-            f"{type(layer).__name__} has no kernel grid yet: run a forward pass first (kernel_size='same')"
+            f"{type(layer).__name__} has no kernel grid yet: run a forward pass first "
+            "(kernel_size='same')"
         )
     axes, _ = layer.sampling_grid()
     return tuple(len(a) for a in axes)
@@ -162,15 +166,16 @@ class AntiAliasingRegularizer:
         layers = gabor_convs(network)
         if not layers:
             raise ValueError(
-                "anti-aliasing regularisation (kernel.regularize=True) needs continuous convolutions "
-                "with MAGNet or Gabor kernels (kernel.type=MAGNet); this network has none"
+                "anti-aliasing regularisation (kernel.regularize=True) needs continuous "
+                "convolutions with MAGNet or Gabor kernels (kernel.type=MAGNet); this network "
+                "has none"
             )
         return torch.stack([self.layer_penalty(layer) for _, layer in layers]).sum()
 
     def __repr__(self) -> str:
         return (
-            f"AntiAliasingRegularizer(target={self.target!r}, method={self.method!r}, fn={self.fn!r}, "
-            f"factor={self.factor}, gauss_stddevs={self.gauss_stddevs})"
+            f"AntiAliasingRegularizer(target={self.target!r}, method={self.method!r}, "
+            f"fn={self.fn!r}, factor={self.factor}, gauss_stddevs={self.gauss_stddevs})"
         )
 
 

@@ -179,31 +179,43 @@ def mixing_groups(channels: int, horizon: int | None, warn: bool = True) -> int:
     return g
 
 
-def should_fuse(kernel_size: int, fuse: bool | str = "auto") -> bool:
+def should_fuse(kernel_size: int, fuse: bool | str = "auto", positions: int | None = None) -> bool:
     """Fuse conv + 2×2 pool into one stride-2 (K+1)² conv?
 
-    Rule for ``"auto"``: fuse when it saves at least a third of the multiply-adds, i.e.
-    ``4K² ≥ 1.5 (K+1)²`` (unfused: K² per full-resolution pixel; fused: (K+1)² per pooled
-    pixel = (K+1)²/4 per full-resolution pixel). True for every odd K ≥ 3 (K=7: 3.06× fewer),
-    false for K=1. The fused path also never materialises the full-resolution conv output.
+    ``fuse=True/False`` forces the choice. Rule for ``"auto"``, counting multiply-adds per
+    (output channel, input channel) pair over ``positions = batch·H·W`` input pixels:
+
+    * unfused: ``positions·K²`` (the pool is negligible);
+    * fused: ``positions/4·(K+1)²`` plus ``4·(K+1)²`` to build the fused kernel every forward.
+
+    Fuse when the fused count is smaller (``positions=None``: ignore the build cost). For every
+    odd K ≥ 3 and realistic inputs that is fused (K=7: 3.06× fewer), for K=1 never, and for
+    tiny inputs (e.g. K=7 on a 2×2 map with batch 1) the plain path.
     """
-    if fuse == "auto":
-        return 4 * kernel_size**2 >= 1.5 * (kernel_size + 1) ** 2
     if isinstance(fuse, bool):
         return fuse
-    raise ValueError(f"fuse must be True, False or 'auto', got {fuse!r}")
+    if fuse != "auto":
+        raise ValueError(f"fuse must be True, False or 'auto', got {fuse!r}")
+    k2, kf2 = kernel_size**2, (kernel_size + 1) ** 2
+    if positions is None:
+        return kf2 / 4 < k2
+    return positions * kf2 / 4 + 4 * kf2 < positions * k2
 
 
 def fuse_pool_kernel(weight: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
     """Full 2D convolution of each K×K filter with the 2×2 pool kernel → (K+1)×(K+1).
 
     ``pool_{2×2, stride 2}(W ⋆ x) == (p ∗ W) ⋆_{stride 2} x`` with the same padding K//2.
+    Four shifted, scaled copies of ``W`` added in place (memory: one extra copy of ``W``).
     Shapes: weight ``(o, i, k, k)``, pool ``(2, 2)`` → ``(o, i, k+1, k+1)``.
     """
     o, i, k, _ = weight.shape
-    w = F.pad(weight.reshape(o * i, 1, k, k), (1, 1, 1, 1))  # (o·i, 1, k+2, k+2)
-    fused = F.conv2d(w, pool.flip(-1, -2).reshape(1, 1, 2, 2).to(w.dtype))  # (o·i, 1, k+1, k+1)
-    return fused.reshape(o, i, k + 1, k + 1)
+    fused = weight.new_zeros(o, i, k + 1, k + 1)
+    pool = pool.to(weight.dtype)
+    for a in range(2):
+        for b in range(2):
+            fused[:, :, a : a + k, b : b + k] += pool[a, b] * weight
+    return fused
 
 
 # ----------------------------------------------------------------------------------------
@@ -222,7 +234,7 @@ class ScatteringBlock(nn.Module):
         lowpass_only: output only the φ path (C channels); the ψ convs are not created.
         init: ``"scattering"`` (each output channel sees its own input channel through φ or
             Re/Im ψ_ℓ, zeros elsewhere) or ``"random"`` (PyTorch's default conv init).
-        fuse: ``True``, ``False`` or ``"auto"`` (:func:`should_fuse`).
+        fuse: ``True``, ``False`` or ``"auto"`` (decided per forward by :func:`should_fuse`).
 
     Output channels: ``[φ(c) for c] + [M(ψ_ℓ ⋆ x_c) for c for ℓ]`` (index ``C + c·L + ℓ``).
     """
@@ -250,7 +262,8 @@ class ScatteringBlock(nn.Module):
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.in_channels, self.L, self.kernel_size = in_channels, L, kernel_size
         self.groups, self.modulus_type, self.lowpass_only = groups, modulus_type, lowpass_only
-        self.fuse = should_fuse(kernel_size, fuse)
+        should_fuse(kernel_size, fuse)  # validates
+        self.fuse = fuse
         self.out_channels = in_channels if lowpass_only else in_channels * (1 + L)
         c, m, k = in_channels, in_channels // groups, kernel_size
 
@@ -310,6 +323,7 @@ class ScatteringBlock(nn.Module):
     def linear_part(self, x: torch.Tensor, fuse: bool | None = None) -> torch.Tensor:
         """Convolution + 2×2 pool, fused or the plain reference path. ``(b,c,h,w) → (b,n,h/2,w/2)``."""
         fuse = self.fuse if fuse is None else fuse
+        fuse = should_fuse(self.kernel_size, fuse, x.shape[0] * x.shape[2] * x.shape[3])
         weight, pad = self.conv_weight(), self.kernel_size // 2
         if fuse:
             return F.conv2d(x, fuse_pool_kernel(weight, self.pool), stride=2, padding=pad, groups=self.groups)
@@ -337,5 +351,5 @@ class ScatteringBlock(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, L={self.L}, kernel_size={self.kernel_size}, groups={self.groups}, "
-            f"modulus_type={self.modulus_type!r}, lowpass_only={self.lowpass_only}, fuse={self.fuse}"
+            f"modulus_type={self.modulus_type!r}, lowpass_only={self.lowpass_only}, fuse={self.fuse!r}"
         )

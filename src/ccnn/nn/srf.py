@@ -75,8 +75,8 @@ def gaussian_derivatives(x: torch.Tensor, sigma: torch.Tensor | float, order: in
 
 
 def derivative_orders(order: int, data_dim: int) -> list[tuple[int, ...]]:
-    """Multi-indices ``a`` with ``|a| <= order``, sorted by total order (then lexicographically,
-    highest power of the first dim first): 2D order 2 -> (0,0), (1,0), (0,1), (2,0), (1,1), (0,2)."""
+    """Multi-indices ``a`` with ``|a| <= order``, sorted by total order, then with the highest
+    power of the first dim first: 2D order 2 -> (0,0), (1,0), (0,1), (2,0), (1,1), (0,2)."""
     orders = [a for a in product(range(order + 1), repeat=data_dim) if sum(a) <= order]
     return sorted(orders, key=lambda a: (sum(a), tuple(-v for v in a)))
 
@@ -169,9 +169,15 @@ class SRFConv(nn.Module):
         if scale is None:
             self._resolution_scale = None
             return
-        scales = (float(scale),) * self.data_dim if not isinstance(scale, Sequence) else tuple(map(float, scale))
+        scales = (
+            (float(scale),) * self.data_dim
+            if not isinstance(scale, Sequence)
+            else tuple(map(float, scale))
+        )
         if len(scales) != self.data_dim or min(scales) <= 0:
-            raise ValueError(f"resolution scale must be > 0 for each of {self.data_dim} dims, got {scale}")
+            raise ValueError(
+                f"resolution scale must be > 0 for each of {self.data_dim} dims, got {scale}"
+            )
         self._resolution_scale = None if all(s == 1.0 for s in scales) else scales
 
     def half_sizes(self, spatial: Sequence[int] | None = None) -> list[int]:
@@ -192,7 +198,10 @@ class SRFConv(nn.Module):
         """Shapes: ``-> (n, *k)`` (the full, centred ``2h + 1`` grid per dim)."""
         ref = self.weight
         scales = self._resolution_scale or (1.0,) * self.data_dim
-        axes = [torch.arange(-h, h + 1, device=ref.device, dtype=ref.dtype) for h in self.half_sizes(spatial)]
+        axes = [
+            torch.arange(-h, h + 1, device=ref.device, dtype=ref.dtype)
+            for h in self.half_sizes(spatial)
+        ]
         sigma = self.sigma.to(ref.dtype)
         return gaussian_basis(axes, [sigma * s for s in scales], self.order)
 
@@ -208,12 +217,14 @@ class SRFConv(nn.Module):
         _check_input(self, x)
         kernel = self.sample_kernel(x.shape[2:]).to(x.dtype)
         self.last_kernel = kernel if self.training else None
-        return conv_nd(x, kernel, self.bias, causal=self.causal, separable=False, use_fft=self.use_fft)
+        return conv_nd(
+            x, kernel, self.bias, causal=self.causal, separable=False, use_fft=self.use_fft
+        )
 
     def extra_repr(self) -> str:
         return (
-            f"{self.in_channels}, {self.out_channels}, data_dim={self.data_dim}, order={self.order}, "
-            f"k={self.k}, causal={self.causal}, basis={self.num_basis}"
+            f"{self.in_channels}, {self.out_channels}, data_dim={self.data_dim}, "
+            f"order={self.order}, k={self.k}, causal={self.causal}, basis={self.num_basis}"
         )
 
 

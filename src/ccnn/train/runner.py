@@ -117,7 +117,7 @@ def build_trainer(s: TrainerSettings, extra_callbacks: list | None = None) -> tu
         devices=devices,
         num_nodes=max(1, s.num_nodes),
         strategy=strategy,
-        sync_batchnorm=s.distributed,
+        sync_batchnorm=s.distributed and accelerator == "gpu",  # SyncBatchNorm is GPU-only
         precision=precision_for(accelerator, s.mixed_precision),
         max_epochs=s.epochs,
         gradient_clip_val=s.grad_clip if s.grad_clip > 0 else None,
@@ -153,6 +153,20 @@ def _loggers(s: TrainerSettings, run_dir: Path) -> list:
 
         loggers.append(TensorBoardLogger(str(run_dir), name="tb", version=""))
     return loggers
+
+
+def _single_device_trainer(s: TrainerSettings) -> L.Trainer:
+    limit = s.limit_batches if s.limit_batches and s.limit_batches > 0 else None
+    return L.Trainer(
+        accelerator=resolve_accelerator(s.device),
+        devices=1,
+        precision=precision_for(resolve_accelerator(s.device), s.mixed_precision),
+        logger=False,
+        limit_val_batches=limit,
+        limit_test_batches=limit,
+        enable_progress_bar=s.progress_bar,
+        enable_model_summary=False,
+    )
 
 
 def count_parameters(module: torch.nn.Module) -> int:
@@ -198,12 +212,21 @@ def fit_and_test(
                     f"train.epochs > {done}"
                 )
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        if not trainer.is_global_zero:  # DDP: rank 0 evaluates once and writes the results
+            return results
         best = checkpoint.best_model_path or None
-        results["epochs"] = trainer.current_epoch
+        last = Path(s.run_dir) / "checkpoints" / "last.ckpt"
+        results["epochs"] = (
+            torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1
+            if last.exists()
+            else trainer.current_epoch
+        )
         results["best_checkpoint"] = best
         val_ckpt = best if best and Path(best).exists() else None
-        results["val"] = _metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False), "val")
-        results["test"] = _metrics(trainer.test(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False), "test")
+        # evaluate on one device so every example counts exactly once
+        evaluator = _single_device_trainer(s) if s.distributed else trainer
+        results["val"] = _metrics(evaluator.validate(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False), "val")
+        results["test"] = _metrics(evaluator.test(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False), "test")
     else:
         results["epochs"] = 0
         results["val"] = _metrics(trainer.validate(module, datamodule=datamodule, verbose=False), "val")

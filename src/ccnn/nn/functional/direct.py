@@ -34,8 +34,7 @@ def check_conv_args(x: torch.Tensor, kernel: torch.Tensor, separable: bool, caus
     data_dim = kernel.dim() - 2
     if data_dim not in _CONV:
         raise ValueError(
-            "kernel must be (c_out, c_in, *k) with 1-3 spatial dims, "
-            f"got {tuple(kernel.shape)}"
+            f"kernel must be (c_out, c_in, *k) with 1-3 spatial dims, got {tuple(kernel.shape)}"
         )
     if x.dim() != kernel.dim():
         raise ValueError(

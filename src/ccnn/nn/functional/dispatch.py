@@ -48,8 +48,8 @@ COST_MODELS: dict[str, CostModel] = {
     "cpu": CostModel(
         direct_mac_fwd=(25e-12, 12e-12),
         direct_mac_fwdbwd=(600e-12, 80e-12),
-        direct_elem_fwd=1e-9,
-        direct_elem_fwdbwd=6e-9,
+        direct_elem_fwd=0.5e-9,
+        direct_elem_fwdbwd=3e-9,
         fft_nlogn=0.12e-9,
         fft_elem=0.5e-9,
         fft_mix=0.16e-9,
