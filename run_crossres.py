@@ -1,4 +1,4 @@
-"""FlexConv cross-resolution runs: ``python run_crossres.py key=value ...`` (see docs/flexconv.md)."""
+"""FlexConv cross-resolution runs: ``python run_crossres.py key=value ...`` (docs/flexconv.md)."""
 
 from ccnn.apps.flexconv_main import run_crossres_main
 

@@ -12,10 +12,11 @@ Writes ``benchmarks/results/bench_pointcloud.json``:
   the reference).
 * ``ccnn_4_110``: forward+backward of the published ModelNet40 CCNN-4,110 (hidden 140, 4 blocks,
   MAGNet 32 x 3, K = 256) on 512-point clouds. The paper's step is a batch of 16 clouds split
-  into 4 accumulation steps of 4 (``train.batch_size=16 train.accumulate_grad_steps=4``); we time
-  one micro-batch of 4 clouds and report ``x 4`` for the 16-cloud step. Peak memory is the
-  ``torch.profiler`` CPU allocator peak of one micro-batch (a 16-cloud micro-batch would need
-  ~4x as much, beyond this machine's free memory).
+  into 4 accumulation steps of 4 (``train.batch_size=16 train.accumulate_grad_steps=4``). Memory
+  grows linearly with the micro-batch (~5 GB per cloud), so on this CPU we time micro-batches of
+  ``--micro-batch`` clouds (default 1) and report the time of a 16-cloud step as
+  ``16 / micro_batch`` micro-steps. Peak memory: the ``torch.profiler`` CPU allocator peak of one
+  micro-step (a full 16-cloud batch would need ~16x the 1-cloud figure).
 """
 
 from __future__ import annotations
@@ -47,16 +48,18 @@ def timeit(fn, repeats: int) -> float:
 
 def bench_knn(quick: bool) -> list[dict]:
     rows = []
-    cases = [(16, 512, 256), (16, 1024, 32)] if quick else [
-        (16, 512, 256), (16, 512, 64), (16, 1024, 32), (4, 4096, 32), (1, 16384, 16)
-    ]
+    cases = (
+        [(16, 512, 256), (16, 1024, 32)]
+        if quick
+        else [(16, 512, 256), (16, 512, 64), (16, 1024, 32), (4, 4096, 32), (1, 16384, 16)]
+    )
     for b, n, k in cases:
         pos = torch.rand(b, n, 3)
         row = {"b": b, "n": n, "k": k}
-        row["matmul_topk_s"] = timeit(lambda: knn(pos, k, chunk_size=n), 3)
-        row["matmul_topk_chunked256_s"] = timeit(lambda: knn(pos, k, chunk_size=256), 3)
+        row["matmul_topk_s"] = timeit(lambda p=pos, k=k, n=n: knn(p, k, chunk_size=n), 3)
+        row["matmul_topk_chunked256_s"] = timeit(lambda p=pos, k=k: knn(p, k, chunk_size=256), 3)
         if n <= 4096:
-            row["cdist_sort_s"] = timeit(lambda: knn_reference(pos, k), 3)
+            row["cdist_sort_s"] = timeit(lambda p=pos, k=k: knn_reference(p, k), 3)
         rows.append(row)
         print("knn", row)
     return rows
@@ -64,7 +67,10 @@ def bench_knn(quick: bool) -> list[dict]:
 
 def ccnn_4_110() -> PointCCNN:
     return PointCCNN(
-        6, 40, 140, 4,
+        6,
+        40,
+        140,
+        4,
         conv_type="SeparablePointFlexConv",
         conv_kwargs={
             "num_neighbours": 256,
@@ -102,9 +108,9 @@ def bench_model(micro_batch: int, num_points: int, repeats: int) -> dict:
 
 
 def _peak_bytes(prof) -> int:
-    """Peak of live CPU allocations, replayed from the profiler's memory events."""
+    """Peak of live CPU allocations, replayed from the profiler's ``[memory]`` events."""
     events = sorted(
-        (e for e in prof.events() if e.cpu_memory_usage != 0), key=lambda e: e.time_range.start
+        (e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start
     )
     live = peak = 0
     for e in events:
@@ -117,13 +123,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--micro-batch", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} thread(s)",
         "knn": bench_knn(args.quick),
-        "ccnn_4_110": bench_model(4 if not args.quick else 1, 512, 1 if args.quick else 2),
+        "ccnn_4_110": bench_model(args.micro_batch, 512, 1 if args.quick else 2),
     }
     print(json.dumps(results["ccnn_4_110"], indent=2))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

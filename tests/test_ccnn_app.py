@@ -251,3 +251,18 @@ def test_simulated_ddp_on_cpu(tmp_path):
 def test_uea_time_series_through_main_learns(tmp_path):
     results = run(compose(["experiment=uea_basicmotions", "device=cpu", "train.epochs=20"]), run_dir=str(tmp_path))
     assert results["test"]["acc"] >= 0.7  # 4 classes: chance is 0.25
+
+
+def test_distributed_needs_two_gpus(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="needs at least 2 GPUs, found 1"):
+        run(compose(["device=cuda", "train.distributed=true"]), run_dir=str(tmp_path))
+
+
+def test_test_before_train_is_reported(tmp_path):
+    results = run(
+        compose(["device=cpu", "train.epochs=1", "train.limit_batches=2", "test.before_train=true"]),
+        run_dir=str(tmp_path),
+    )
+    assert "acc" in results["test_before_train"]

@@ -114,7 +114,12 @@ def test_crossres_on_digits_writes_the_three_figures(tmp_path, fast_trainer):
     assert cfg.dataset == "Digits" and cfg.kernel.regularize  # the default crossres experiment
     results = run_crossres(cfg, run_dir=str(tmp_path))
     saved = json.loads((tmp_path / "results.json").read_text())
-    for key in ("source_acc", "target_acc_before_finetune", "change_before_finetune", "target_acc_after_finetune"):
+    for key in (
+        "source_acc",
+        "target_acc_before_finetune",
+        "change_before_finetune",
+        "target_acc_after_finetune",
+    ):
         assert 0.0 <= abs(saved[key]) <= 1.0, key
     assert saved["change_before_finetune"] == pytest.approx(
         saved["target_acc_before_finetune"] - saved["source_acc"]
@@ -128,10 +133,19 @@ def test_crossres_on_digits_writes_the_three_figures(tmp_path, fast_trainer):
 
 def test_crossres_resnet_on_fake_cifar(tmp_path, fast_trainer):
     args = [
-        "dataset=CIFAR10", "net.type=CIFARResNet20", "device=cpu", "dataset_params.fake=true",
-        "train.batch_size=2", "train.epochs=1", "train.lr=0.01", "train.limit_batches=2",
-        "cross_res.source_res=16", "cross_res.target_res=32", "cross_res.finetune_epochs=0",
-        "cross_res.interpolation=nearest", "cross_res.resize_blur=true",
+        "dataset=CIFAR10",
+        "net.type=CIFARResNet20",
+        "device=cpu",
+        "dataset_params.fake=true",
+        "train.batch_size=2",
+        "train.epochs=1",
+        "train.lr=0.01",
+        "train.limit_batches=2",
+        "cross_res.source_res=16",
+        "cross_res.target_res=32",
+        "cross_res.finetune_epochs=0",
+        "cross_res.interpolation=nearest",
+        "cross_res.resize_blur=true",
     ]
     results = run_crossres(compose(args, crossres=True), run_dir=str(tmp_path))
     assert results["target_acc_after_finetune"] is None

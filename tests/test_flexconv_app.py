@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import seed_commands
 from omegaconf import OmegaConf
 
 import ccnn.data  # noqa: F401
@@ -30,6 +29,7 @@ from ccnn.apps.flexconv_config import (
 )
 from ccnn.apps.flexconv_main import compose, prepare_argv, run, run_crossres
 from ccnn.train.optim import build_optimizer
+from conftest import seed_commands
 
 COMMANDS = seed_commands("flexconv")
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,13 @@ def is_crossres(name: str) -> bool:
 
 def fake_args(name: str, *extra: str) -> list[str]:
     """The verbatim command on CPU with fake data and a tiny batch (Hydra: the last value wins)."""
-    return [*COMMANDS[name]["args"], "device=cpu", "dataset_params.fake=true", "train.batch_size=2", *extra]
+    return [
+        *COMMANDS[name]["args"],
+        "device=cpu",
+        "dataset_params.fake=true",
+        "train.batch_size=2",
+        *extra,
+    ]
 
 
 def built(name: str, *extra: str):
@@ -97,7 +103,11 @@ def flexnet_params(cfg, c_in: int, classes: int, d: int = 2) -> int:
 
 
 # CIFAR ResNets: He et al.'s option-A counts (10 classes), +54*(classes-10)... from the model.
-RESNET_COUNTS = {("CIFARResNet32", 10): 464_154, ("CIFARResNet44", 10): 658_586, ("CIFARResNet32", 1000): 528_504}
+RESNET_COUNTS = {
+    ("CIFARResNet32", 10): 464_154,
+    ("CIFARResNet44", 10): 658_586,
+    ("CIFARResNet32", 1000): 528_504,
+}
 PUBLISHED = {"cifar10_flexnet7": 671_650}
 
 
@@ -182,19 +192,44 @@ def test_other_paper_commands_smoke_run_on_fake_data(name, tmp_path, capsys, fas
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in COMMANDS if is_crossres(n)])
 def test_crossres_commands_smoke_run_on_fake_data(name, tmp_path, fast_trainer):
-    args = fake_args(name, "train.limit_batches=2", "train.epochs=1", "cross_res.finetune_epochs=1", "summary=[0]")
+    args = fake_args(
+        name,
+        "train.limit_batches=2",
+        "train.epochs=1",
+        "cross_res.finetune_epochs=1",
+        "summary=[0]",
+    )
     results = run_crossres(compose(args, crossres=True), run_dir=str(tmp_path))
-    for key in ("source_acc", "target_acc_before_finetune", "change_before_finetune", "target_acc_after_finetune"):
+    for key in (
+        "source_acc",
+        "target_acc_before_finetune",
+        "change_before_finetune",
+        "target_acc_after_finetune",
+    ):
         assert results[key] is not None
 
 
 def test_flextcn_on_sequences_smoke(tmp_path, fast_trainer):
     args = [
-        "dataset=sMNIST", "device=cpu", "dataset_params.fake=true", "net.type=TCN", "net.no_hidden=8",
-        "net.no_blocks=2", "net.norm=BatchNorm", "conv.type=FlexConv", "kernel.type=MAGNet",
-        "kernel.no_hidden=8", "kernel.no_layers=2", "mask.type=gaussian", "mask.init_value=0.075",
-        "train.batch_size=2", "train.epochs=1", "train.limit_batches=2", "train.lr=0.01",
-        "train.weight_decay=1e-5", "summary=[2, 1, 784]",
+        "dataset=sMNIST",
+        "device=cpu",
+        "dataset_params.fake=true",
+        "net.type=TCN",
+        "net.no_hidden=8",
+        "net.no_blocks=2",
+        "net.norm=BatchNorm",
+        "conv.type=FlexConv",
+        "kernel.type=MAGNet",
+        "kernel.no_hidden=8",
+        "kernel.no_layers=2",
+        "mask.type=gaussian",
+        "mask.init_value=0.075",
+        "train.batch_size=2",
+        "train.epochs=1",
+        "train.limit_batches=2",
+        "train.lr=0.01",
+        "train.weight_decay=1e-5",
+        "summary=[2, 1, 784]",
     ]
     cfg = compose(args)
     dm = build_datamodule(cfg)
@@ -230,7 +265,9 @@ def test_weight_decay_is_the_norm_of_the_sampled_kernels():
 
 
 def test_seed_minus_one_draws_and_records_a_seed(tmp_path, fast_trainer):
-    cfg = compose(["experiment=digits", "device=cpu", "seed=-1", "train.epochs=1", "train.limit_batches=1"])
+    cfg = compose(
+        ["experiment=digits", "device=cpu", "seed=-1", "train.epochs=1", "train.limit_batches=1"]
+    )
     results = run(cfg, run_dir=str(tmp_path))
     assert results["config"]["seed"] >= 0
 
@@ -263,7 +300,10 @@ BASE = COMMANDS["cifar10_flexnet7"]["args"]
         (["net.type=TCN"], "FlexTCN"),
         (["kernel.regularize=True", "conv.type=Conv"], "needs continuous kernels"),
         (["kernel.regularize=True", "conv.type=CKConv"], r"gabor\+mask needs a FlexConv mask"),
-        (["kernel.regularize=True", "kernel.type=SIREN", "kernel.omega_0=30"], "Gabor-based kernel"),
+        (
+            ["kernel.regularize=True", "kernel.type=SIREN", "kernel.omega_0=30"],
+            "Gabor-based kernel",
+        ),
         (["conv.type=Conv", "conv.horizon=4"], "odd conv.horizon"),
         (["mask.init_value=0"], "mask.init_value > 0"),
         (["dataset_params.mfcc=True"], "mfcc"),
@@ -287,7 +327,9 @@ def test_crossres_needs_resolutions_and_images():
         validate(compose([*BASE, "device=cpu"], crossres=True), crossres=True)
     with pytest.raises(ConfigError, match="Imagenet-k exists only"):
         args = COMMANDS["crossres_imagenet_k_resnet32"]["args"]
-        validate(compose([*args, "device=cpu", "cross_res.target_res=48"], crossres=True), crossres=True)
+        validate(
+            compose([*args, "device=cpu", "cross_res.target_res=48"], crossres=True), crossres=True
+        )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -299,7 +341,10 @@ def test_device_cuda_without_gpu_is_a_clear_error():
 def test_command_line_reports_config_errors_cleanly():
     proc = subprocess.run(
         [sys.executable, "run_experiment.py", "net.no_hiden=3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Did you mean 'net.no_hidden'" in proc.stderr and "Traceback" not in proc.stderr

@@ -120,6 +120,7 @@ class DatasetParams:
     uea_split: str = ""
     val_fraction: float = -1.0
     lra_val: str = ""
+    image_size: int = -1  # resize images (e.g. 256 for the published STL10 setting)
 
 
 @dataclass
@@ -224,6 +225,13 @@ def _require(cond: bool, message: str) -> None:
 
 def data_options(cfg: DictConfig) -> DataOptions:
     params = OmegaConf.to_container(cfg.dataset.params, resolve=True)
+    # `resolution` is PathFinder's image size in the published config; other image datasets
+    # take a resize through our key `image_size` (their native size by default).
+    image_size = params.pop("image_size", -1)
+    if cfg.dataset.name != "PathFinder":
+        params.pop("resolution", None)
+        if image_size and image_size > 0:
+            params["resolution"] = image_size
     return DataOptions(
         name=cfg.dataset.name,
         data_type=cfg.dataset.data_type,

@@ -338,7 +338,10 @@ def validate(cfg: DictConfig, crossres: bool = False) -> None:
             f"net.type={cfg.net.type} is an image model; dataset={cfg.dataset} is a sequence task "
             "(use net.type=ResNet or TCN)",
         )
-        _require(not cfg.kernel.regularize, f"kernel.regularize=True needs continuous kernels; net.type={cfg.net.type} has none")
+        _require(
+            not cfg.kernel.regularize,
+            f"kernel.regularize=True needs continuous kernels; net.type={cfg.net.type} has none",
+        )
     else:
         _validate_flexnet(cfg)
     if crossres:
@@ -364,13 +367,25 @@ def _validate_flexnet(cfg: DictConfig) -> None:
         )
     _require(bool(c.type), "conv.type is not set; e.g. conv.type=FlexConv (or CKConv, Conv, SRF)")
     CONVS.get(c.type)
-    _require(c.padding == "same", f"conv.padding={c.padding!r} is not supported; FlexNets use 'same' padding")
-    _require(c.stride == 1, f"conv.stride={c.stride} is not supported; FlexNets use no strides (set conv.stride=1)")
+    _require(
+        c.padding == "same",
+        f"conv.padding={c.padding!r} is not supported; FlexNets use 'same' padding",
+    )
+    _require(
+        c.stride == 1,
+        f"conv.stride={c.stride} is not supported; FlexNets use no strides (set conv.stride=1)",
+    )
     h = c.horizon
     if isinstance(h, str):
-        _require(h == "same" or h.isdigit(), f"conv.horizon must be 'same' or a positive integer, got {h!r}")
+        _require(
+            h == "same" or h.isdigit(),
+            f"conv.horizon must be 'same' or a positive integer, got {h!r}",
+        )
     else:
-        _require(isinstance(h, int) and h > 0, f"conv.horizon must be 'same' or a positive integer, got {h!r}")
+        _require(
+            isinstance(h, int) and h > 0,
+            f"conv.horizon must be 'same' or a positive integer, got {h!r}",
+        )
     conv_type = effective_conv_type(cfg)
     if conv_type in DISCRETE_CONVS and not is_sequence_dataset(cfg):
         _require(
@@ -379,19 +394,25 @@ def _validate_flexnet(cfg: DictConfig) -> None:
             f"use {h + 1 if isinstance(h, int) else 'same'}",
         )
     if conv_type in CONTINUOUS_CONVS:
-        _require(bool(k.type), f"kernel.type is not set for conv.type={c.type}; e.g. kernel.type=MAGNet")
+        _require(
+            bool(k.type), f"kernel.type is not set for conv.type={c.type}; e.g. kernel.type=MAGNet"
+        )
         KERNELS.get(k.type)
         _require(k.no_hidden > 0, f"kernel.no_hidden must be > 0, got {k.no_hidden}")
         _require(k.no_layers > 0, f"kernel.no_layers must be > 0, got {k.no_layers}")
         if k.type == "SIREN":
             _require(k.omega_0 > 0, f"kernel.type=SIREN needs kernel.omega_0 > 0, got {k.omega_0}")
         if k.type in ("MAGNet", "Gabor", "Fourier"):
-            _require(k.input_scale > 0, f"kernel.type={k.type} needs kernel.input_scale > 0, got {k.input_scale}")
+            _require(
+                k.input_scale > 0,
+                f"kernel.type={k.type} needs kernel.input_scale > 0, got {k.input_scale}",
+            )
     if conv_type in MASKED_CONVS:
         MASKS.get(m.type or "gaussian")
         _require(
             m.init_value > 0,
-            f"conv.type={c.type} needs mask.init_value > 0 (the initial mask width), got {m.init_value}",
+            f"conv.type={c.type} needs mask.init_value > 0 (the initial mask width), "
+            f"got {m.init_value}",
         )
         if m.dynamic_cropping:
             _require(0 < m.threshold < 1, f"mask.threshold must be in (0, 1), got {m.threshold}")
@@ -404,7 +425,8 @@ def _validate_flexnet(cfg: DictConfig) -> None:
         )
         _require(
             k.type in REG_KERNELS,
-            f"kernel.regularize=True needs a Gabor-based kernel (kernel.type in {list(REG_KERNELS)}), "
+            "kernel.regularize=True needs a Gabor-based kernel "
+            f"(kernel.type in {list(REG_KERNELS)}), "
             f"got {k.type}; the maximum frequency of other kernel networks is not analytic",
         )
         _one_of(rp.target, REG_TARGETS, "kernel.regularize_params.target")
@@ -413,7 +435,8 @@ def _validate_flexnet(cfg: DictConfig) -> None:
         if rp.target == "gabor+mask":
             _require(
                 conv_type in MASKED_CONVS,
-                "kernel.regularize_params.target=gabor+mask needs a FlexConv mask; use target=gabor "
+                "kernel.regularize_params.target=gabor+mask needs a FlexConv mask; "
+                "use target=gabor "
                 f"with conv.type={c.type} (mask.use={m.use})",
             )
         _require(rp.factor >= 0, f"kernel.regularize_params.factor must be >= 0, got {rp.factor}")
@@ -423,16 +446,30 @@ def _validate_dataset_params(cfg: DictConfig) -> None:
     p = cfg.dataset_params
     for key, allowed in SEQUENCE_ONLY_PARAMS.items():
         if p[key]:
-            _require(cfg.dataset in allowed, f"dataset_params.{key}=True is only defined for dataset in {list(allowed)}, got {cfg.dataset}")
+            _require(
+                cfg.dataset in allowed,
+                f"dataset_params.{key}=True is only defined for dataset in {list(allowed)}, "
+                f"got {cfg.dataset}",
+            )
     if p.mfcc:
-        _require(cfg.dataset == "SpeechCommands", f"dataset_params.mfcc=True is only defined for SpeechCommands, got {cfg.dataset}")
+        _require(
+            cfg.dataset == "SpeechCommands",
+            f"dataset_params.mfcc=True is only defined for SpeechCommands, got {cfg.dataset}",
+        )
     if p.drop_rate:
         _require(
             cfg.dataset in ("SpeechCommands", "CharTrajectories"),
-            f"dataset_params.drop_rate is only defined for SpeechCommands and CharTrajectories, got {cfg.dataset}",
+            "dataset_params.drop_rate is only defined for SpeechCommands and CharTrajectories, "
+            f"got {cfg.dataset}",
         )
-    _require(p.memory_size == -1, "dataset_params.memory_size (copy-memory tasks) is not supported; remove it")
-    _require(p.seq_length == -1, f"dataset_params.seq_length is not used by dataset={cfg.dataset}; remove it")
+    _require(
+        p.memory_size == -1,
+        "dataset_params.memory_size (copy-memory tasks) is not supported; remove it",
+    )
+    _require(
+        p.seq_length == -1,
+        f"dataset_params.seq_length is not used by dataset={cfg.dataset}; remove it",
+    )
 
 
 UNSUPPORTED = {
@@ -445,8 +482,14 @@ UNSUPPORTED = {
         "kernels are rescaled by the resolution API; use run_crossres.py or "
         "ccnn.train.crossres.evaluate_at_resolution",
     ),
-    "kernel.regularize_params.res": (0, "the Nyquist frequency comes from each layer's kernel grid"),
-    "kernel.regularize_params.res_offset": (0, "the Nyquist frequency comes from each layer's kernel grid"),
+    "kernel.regularize_params.res": (
+        0,
+        "the Nyquist frequency comes from each layer's kernel grid",
+    ),
+    "kernel.regularize_params.res_offset": (
+        0,
+        "the Nyquist frequency comes from each layer's kernel grid",
+    ),
     "kernel.regularize_params.gauss_factor": (0.5, "it had no effect in the published regulariser"),
     "cross_res.resize": ("", "inputs are always resized to source_res/target_res"),
 }
@@ -455,7 +498,10 @@ UNSUPPORTED = {
 def _validate_unsupported(cfg: DictConfig) -> None:
     for key, (default, why) in UNSUPPORTED.items():
         value = OmegaConf.select(cfg, key)
-        _require(value == default or (default is None and value in ("None", "null", "")), f"{key}={value!r} is not supported ({why}); remove it")
+        _require(
+            value == default or (default is None and value in ("None", "null", "")),
+            f"{key}={value!r} is not supported ({why}); remove it",
+        )
 
 
 def _validate_summary(cfg: DictConfig) -> None:
@@ -471,24 +517,41 @@ def _validate_summary(cfg: DictConfig) -> None:
 
 def _validate_crossres(cfg: DictConfig) -> None:
     cr = cfg.cross_res
-    _require(cr.source_res > 0, f"cross_res.source_res must be > 0 for run_crossres.py, got {cr.source_res}")
-    _require(cr.target_res > 0, f"cross_res.target_res must be > 0 for run_crossres.py, got {cr.target_res}")
-    _require(cr.finetune_epochs >= 0, f"cross_res.finetune_epochs must be >= 0, got {cr.finetune_epochs}")
-    _require(not is_sequence_dataset(cfg), f"run_crossres.py needs an image dataset; dataset={cfg.dataset} is a sequence task")
+    _require(
+        cr.source_res > 0,
+        f"cross_res.source_res must be > 0 for run_crossres.py, got {cr.source_res}",
+    )
+    _require(
+        cr.target_res > 0,
+        f"cross_res.target_res must be > 0 for run_crossres.py, got {cr.target_res}",
+    )
+    _require(
+        cr.finetune_epochs >= 0, f"cross_res.finetune_epochs must be >= 0, got {cr.finetune_epochs}"
+    )
+    _require(
+        not is_sequence_dataset(cfg),
+        f"run_crossres.py needs an image dataset; dataset={cfg.dataset} is a sequence task",
+    )
     _one_of(cr.interpolation, INTERPOLATIONS, "cross_res.interpolation")
-    _require(cr.resize_blur_sigma > 0, f"cross_res.resize_blur_sigma must be > 0, got {cr.resize_blur_sigma}")
+    _require(
+        cr.resize_blur_sigma > 0,
+        f"cross_res.resize_blur_sigma must be > 0, got {cr.resize_blur_sigma}",
+    )
     if cfg.dataset == "Imagenet-k":
         from ccnn.data.imagenet32 import RESOLUTIONS
 
         for key in ("source_res", "target_res"):
-            _require(cr[key] in RESOLUTIONS, f"cross_res.{key}={cr[key]}: Imagenet-k exists only at {list(RESOLUTIONS)} px")
+            _require(
+                cr[key] in RESOLUTIONS,
+                f"cross_res.{key}={cr[key]}: Imagenet-k exists only at {list(RESOLUTIONS)} px",
+            )
         _require(
             cr.interpolation == "bilinear" and not cr.resize_blur and not cr.blur,
             "Imagenet-k is read at each resolution from its own files; cross_res.interpolation/"
             "resize_blur/blur do not apply",
         )
     _require(
-        not (cfg.dataset in ("Imagenet32",)),
+        cfg.dataset not in ("Imagenet32",),
         "dataset=Imagenet32 has one resolution; use dataset=Imagenet-k for cross-resolution runs",
     )
 
@@ -578,7 +641,13 @@ def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
     # published: FFT only when conv.use_fft AND the kernel is large -> our cost-based choice
     use_fft = None if c.use_fft else False
     if conv_type == "SRF":
-        return {"order": 3, "init_scale": float(k.srf.scale), "k": 2.0, "bias": c.bias, "causal": causal}
+        return {
+            "order": 3,
+            "init_scale": float(k.srf.scale),
+            "k": 2.0,
+            "bias": c.bias,
+            "causal": causal,
+        }
     if conv_type in DISCRETE_CONVS:
         return {"kernel_size": size, "causal": causal, "use_fft": use_fft, "bias": c.bias}
     kernel_kwargs: dict[str, Any] = {
@@ -659,7 +728,9 @@ def kernel_l2_norm(network: nn.Module) -> torch.Tensor:
             kernel = module.last_kernel
         elif isinstance(module, DiscreteConv | nn.Conv1d | nn.Conv2d | nn.Conv3d):
             kernel = module.weight
-        elif hasattr(module, "last_kernel") and torch.is_tensor(getattr(module, "last_kernel", None)):
+        elif hasattr(module, "last_kernel") and torch.is_tensor(
+            getattr(module, "last_kernel", None)
+        ):
             kernel = module.last_kernel
         if kernel is not None:
             total = kernel.norm() if total is None else total + kernel.norm()
@@ -683,7 +754,11 @@ def loss_terms(cfg: DictConfig) -> list[tuple[str, float, Any]]:
 
         rp = cfg.kernel.regularize_params
         reg = AntiAliasingRegularizer(
-            target=rp.target, method=rp.method, fn=rp.fn, factor=rp.factor, gauss_stddevs=rp.gauss_stddevs
+            target=rp.target,
+            method=rp.method,
+            fn=rp.fn,
+            factor=rp.factor,
+            gauss_stddevs=rp.gauss_stddevs,
         )
         terms.append(("aliasing", float(rp.factor), reg))
     return terms
@@ -756,7 +831,18 @@ def with_seed(cfg: DictConfig) -> DictConfig:
 
 
 __all__ = [
-    "FlexConvConfig", "build_datamodule", "build_network", "conv_kwargs", "data_options",
-    "kernel_l2_norm", "loss_terms", "mask_l2_norm", "optim_settings", "resolve_horizon",
-    "trainer_settings", "validate", "validate_with_meta", "with_seed",
+    "FlexConvConfig",
+    "build_datamodule",
+    "build_network",
+    "conv_kwargs",
+    "data_options",
+    "kernel_l2_norm",
+    "loss_terms",
+    "mask_l2_norm",
+    "optim_settings",
+    "resolve_horizon",
+    "trainer_settings",
+    "validate",
+    "validate_with_meta",
+    "with_seed",
 ]

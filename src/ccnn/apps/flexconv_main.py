@@ -32,12 +32,22 @@ CONFIG_MODULE = "ccnn.configs.flexconv"
 DEFAULT_EXPERIMENT = {False: "digits", True: "digits_crossres"}
 
 
+def _seed(seed: int) -> None:
+    import lightning as L
+
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
 def _module(cfg: DictConfig, network, meta):
     from ccnn.train.module import ClassificationModule
 
     optim, schedule = optim_settings(cfg)
     return ClassificationModule(
-        network, meta.num_classes, optim, schedule, loss_terms=loss_terms(cfg),
+        network,
+        meta.num_classes,
+        optim,
+        schedule,
+        loss_terms=loss_terms(cfg),
         report_top5=cfg.train.report_top5_acc,
     )
 
@@ -53,7 +63,9 @@ def _prepare_network(cfg: DictConfig, meta):
         try:
             print_summary(network, list(cfg.summary), depth=cfg.summary_depth)
         except (RuntimeError, ValueError) as err:
-            raise ConfigError(f"summary={list(cfg.summary)} does not fit the network: {err}") from err
+            raise ConfigError(
+                f"summary={list(cfg.summary)} does not fit the network: {err}"
+            ) from err
     return network
 
 
@@ -64,6 +76,7 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
 
     validate(cfg)
     cfg = with_seed(cfg)
+    _seed(cfg.seed)  # the network's initialisation follows `seed` too
     run_dir = run_dir or _hydra_run_dir()
     datamodule = build_datamodule(cfg)
     meta = datamodule.meta
@@ -102,6 +115,7 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
 
     validate(cfg, crossres=True)
     cfg = with_seed(cfg)
+    _seed(cfg.seed)
     run_dir = run_dir or _hydra_run_dir()
     start = time.time()
     cr = cfg.cross_res
@@ -113,12 +127,17 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
 
     # 1. train at the source resolution (horizon = source + 1 with conv.horizon=same)
     source = fit_and_test(
-        _module(cfg, network, meta), source_dm, trainer_settings(cfg, str(Path(run_dir) / "source")),
-        do_train=cfg.train.do, test_before_train=cfg.test.before_train,
+        _module(cfg, network, meta),
+        source_dm,
+        trainer_settings(cfg, str(Path(run_dir) / "source")),
+        do_train=cfg.train.do,
+        test_before_train=cfg.test.before_train,
     )
     best = source.get("best_checkpoint")
     if best and Path(best).exists():
-        network.load_state_dict(network_state(torch.load(best, map_location="cpu", weights_only=False)))
+        network.load_state_dict(
+            network_state(torch.load(best, map_location="cpu", weights_only=False))
+        )
     torch.save(network.state_dict(), Path(run_dir) / "source_network.pt")
     _write_frequency_report(network, cfg, Path(run_dir) / "frequency_report_source")
 
@@ -128,24 +147,30 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
     scale = cr.target_res / cr.source_res
     changed = set_network_resolution(network, scale)
     target_dm = (
-        source_dm.at_resolution(cr.target_res) if hasattr(source_dm, "at_resolution")
+        source_dm.at_resolution(cr.target_res)
+        if hasattr(source_dm, "at_resolution")
         else build_datamodule(cfg, resolution=cr.target_res)
     )
     before = evaluate(network, target_dm, "test", device, cfg.train.limit_batches)
     source_acc = source["test"]["acc"]
     print(
         f"[crossres] {cr.source_res}px -> {cr.target_res}px ({changed} layers resampled): test acc "
-        f"{source_acc:.4f} -> {before['acc']:.4f} before fine-tuning ({before['acc'] - source_acc:+.4f})"
+        f"{source_acc:.4f} -> {before['acc']:.4f} before fine-tuning "
+        f"({before['acc'] - source_acc:+.4f})"
     )
 
     # 3. fine-tune at the target resolution with a fresh optimiser
     finetune: dict[str, Any] = {}
     if cr.finetune_epochs > 0:
         finetune = fit_and_test(
-            _module(cfg, network, target_dm.meta), target_dm,
+            _module(cfg, network, target_dm.meta),
+            target_dm,
             trainer_settings(cfg, str(Path(run_dir) / "finetune"), epochs=cr.finetune_epochs),
         )
-    final = finetune or {"val": evaluate(network, target_dm, "val", device, cfg.train.limit_batches), "test": before}
+    final = finetune or {
+        "val": evaluate(network, target_dm, "val", device, cfg.train.limit_batches),
+        "test": before,
+    }
     results = {
         "params": source["params"],
         "val": final["val"],
@@ -218,7 +243,9 @@ def prepare_argv(argv: list[str], crossres: bool = False) -> list[str]:
     """Check keys of ``key=value`` arguments and add the default experiment if needed."""
     check_overrides(argv, FlexConvConfig)
     argv = quote_unparsable(argv)
-    names_data = any(a.split("=", 1)[0].lstrip("+") in ("dataset", "experiment") for a in argv if "=" in a)
+    names_data = any(
+        a.split("=", 1)[0].lstrip("+") in ("dataset", "experiment") for a in argv if "=" in a
+    )
     if not names_data and not any(a.startswith("-") for a in argv):
         argv = [f"experiment={DEFAULT_EXPERIMENT[crossres]}", *argv]
     return argv

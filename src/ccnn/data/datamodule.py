@@ -44,6 +44,10 @@ class CCNNDataModule(L.LightningDataModule):
         self.splits: DatasetSplits | None = None
         self._restored_state: dict[str, Any] | None = None
 
+    def prepare_data(self) -> None:
+        """Download/extract/cache once (Lightning calls this on one process per node first)."""
+        self.setup()
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
             self.splits = load_splits(self.opts)

@@ -58,8 +58,9 @@ from ccnn.registry import Registry
 
 POINT_CONVS: Registry = Registry("point conv type")
 
-KNN_DENSE_MAX_POINTS = 4096
-"""Up to this many points per cloud, kNN uses one (b, n, n) distance matrix; above, chunks."""
+KNN_CHUNK = 256
+"""kNN query points per distance-matrix chunk: measured equal to one (b, n, n) matrix at n=512
+and 1.4-2.7x faster for n >= 1024 (``benchmarks/bench_pointcloud.py``)."""
 
 BOTTLENECK_MIN_CHANNELS = 32
 """The bottleneck applies only to layers with more input channels than this (published rule)."""
@@ -75,16 +76,15 @@ def knn(positions: torch.Tensor, k: int, *, chunk_size: int | None = None) -> to
     Squared Euclidean distances ``|p_i|^2 + |p_j|^2 - 2 p_i.p_j`` (one batched matmul) followed by
     ``topk``; the diagonal is set to -1 so that each point is its own first neighbour even when
     the cloud holds duplicate points. ``chunk_size`` evaluates the distance matrix for that many
-    query points at a time (memory ``b * chunk * n`` instead of ``b * n * n``); by default chunks
-    are used only above :data:`KNN_DENSE_MAX_POINTS` points (``benchmarks/bench_pointcloud.py``).
+    query points at a time (memory ``b * chunk * n`` instead of ``b * n * n``); default
+    :data:`KNN_CHUNK`.
 
     Shapes: ``(b, n, d) -> (b, n, k)`` (int64).
     """
     b, n, _ = positions.shape
     if not 1 <= k <= n:
         raise ValueError(f"knn needs 1 <= k <= n, got k={k} for clouds of {n} points")
-    if chunk_size is None:
-        chunk_size = n if n <= KNN_DENSE_MAX_POINTS else 1024
+    chunk_size = chunk_size or KNN_CHUNK
     with torch.no_grad():
         pos = positions.detach()
         sq = pos.pow(2).sum(-1)  # (b, n)

@@ -65,11 +65,15 @@ def resize(x: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch
     if tuple(x.shape[-2:]) == (size, size):
         return x
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"Unknown interpolation {interpolation!r}; supported: {list(INTERPOLATIONS)}")
+        raise ValueError(
+            f"Unknown interpolation {interpolation!r}; supported: {list(INTERPOLATIONS)}"
+        )
     if interpolation in ("nearest", "area"):
         return F.interpolate(x, size=(size, size), mode=interpolation)
     down = size < min(x.shape[-2:])
-    return F.interpolate(x, size=(size, size), mode=interpolation, align_corners=False, antialias=down)
+    return F.interpolate(
+        x, size=(size, size), mode=interpolation, align_corners=False, antialias=down
+    )
 
 
 class ResizeTransform:
@@ -87,7 +91,9 @@ class ResizeTransform:
         blur_after: float = 0.0,
     ):
         if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"Unknown interpolation {interpolation!r}; supported: {list(INTERPOLATIONS)}")
+            raise ValueError(
+                f"Unknown interpolation {interpolation!r}; supported: {list(INTERPOLATIONS)}"
+            )
         self.inner, self.size, self.interpolation = inner, int(size), interpolation
         self.blur_before, self.blur_after = blur_before, blur_after
 
@@ -143,8 +149,11 @@ class ResizedDataModule(CCNNDataModule):
             super().setup(stage)
             self._native_splits = self.splits
             transform = ResizeTransform(
-                self._native_splits.batch_transform, self.resolution, self.interpolation,
-                self.blur_before, self.blur_after,
+                self._native_splits.batch_transform,
+                self.resolution,
+                self.interpolation,
+                self.blur_before,
+                self.blur_after,
             )
             self.splits = replace(self._native_splits, batch_transform=transform, meta=self.meta)
 
@@ -161,8 +170,11 @@ class ResizedDataModule(CCNNDataModule):
         other.splits = None
         if self._native_splits is not None:
             transform = ResizeTransform(
-                self._native_splits.batch_transform, other.resolution, self.interpolation,
-                self.blur_before, self.blur_after,
+                self._native_splits.batch_transform,
+                other.resolution,
+                self.interpolation,
+                self.blur_before,
+                self.blur_after,
             )
             other.splits = replace(self._native_splits, batch_transform=transform, meta=other.meta)
         other.trainer = None
@@ -173,8 +185,10 @@ def resolution_layers(network: nn.Module) -> list[nn.Module]:
     """Layers whose kernels follow the input resolution: continuous convs and any other module
     with a ``set_resolution`` method (e.g. N-Jet/SRF layers)."""
     return [
-        m for m in network.modules()
-        if isinstance(m, ContinuousConv) or (m is not network and callable(getattr(m, "set_resolution", None)))
+        m
+        for m in network.modules()
+        if isinstance(m, ContinuousConv)
+        or (m is not network and callable(getattr(m, "set_resolution", None)))
     ]
 
 
@@ -188,7 +202,9 @@ def set_network_resolution(network: nn.Module, scale: float | Sequence[float] | 
 
 
 @contextmanager
-def network_at_resolution(network: nn.Module, scale: float | Sequence[float]) -> Iterator[nn.Module]:
+def network_at_resolution(
+    network: nn.Module, scale: float | Sequence[float]
+) -> Iterator[nn.Module]:
     """Temporarily set the resolution of every resolution-aware layer."""
     layers = resolution_layers(network)
     previous = [getattr(layer, "_resolution_scale", None) for layer in layers]
@@ -234,7 +250,9 @@ def evaluate(
             logits = network(x)
             if logits.shape[-1] == 1:  # binary task: one logit
                 logits = logits.reshape(-1)
-                loss_sum += F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum").item()
+                loss_sum += F.binary_cross_entropy_with_logits(
+                    logits, y.float(), reduction="sum"
+                ).item()
                 correct += int(((logits > 0).long() == y).sum())
             else:
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").item()

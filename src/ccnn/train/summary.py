@@ -31,12 +31,17 @@ def _shape(out) -> str:
     if torch.is_tensor(out):
         return str(list(out.shape))
     if isinstance(out, tuple | list):
-        return ", ".join(_shape(o) for o in out if torch.is_tensor(o) or isinstance(o, tuple | list))
+        return ", ".join(
+            _shape(o) for o in out if torch.is_tensor(o) or isinstance(o, tuple | list)
+        )
     return "-"
 
 
 def layer_summary(
-    network: nn.Module, input_shape: Sequence[int], depth: int = 5, device: torch.device | str | None = None
+    network: nn.Module,
+    input_shape: Sequence[int],
+    depth: int = 5,
+    device: torch.device | str | None = None,
 ) -> list[LayerRow]:
     """Rows for the modules of ``network`` down to ``depth`` levels, in execution order.
 
@@ -65,7 +70,9 @@ def layer_summary(
         level = 0 if not name else name.count(".") + 1
         if level > depth:
             continue
-        handles.append(module.register_forward_hook(hook_for(name or type(network).__name__, module, level)))
+        handles.append(
+            module.register_forward_hook(hook_for(name or type(network).__name__, module, level))
+        )
     was_training = network.training
     network.eval()
     try:
@@ -83,12 +90,19 @@ def layer_summary(
 def format_summary(rows: list[LayerRow], total_params: int | None = None) -> str:
     """A plain-text table of :func:`layer_summary` rows, with total parameters."""
     header = ("Layer", "Type", "Output shape", "Params")
-    body = [(("  " * max(r.depth - 1, 0)) + r.name, r.type, r.output_shape, f"{r.params:,}") for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    body = [
+        (("  " * max(r.depth - 1, 0)) + r.name, r.type, r.output_shape, f"{r.params:,}")
+        for r in rows
+    ]
+    widths = [
+        max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)
+    ]
     line = "-" * (sum(widths) + 3 * (len(widths) - 1))
 
     def fmt(cols) -> str:
-        return " | ".join(c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+        return " | ".join(
+            c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cols, widths))
+        )
 
     out = [line, fmt(header), line, *(fmt(b) for b in body), line]
     if total_params is None and rows:
