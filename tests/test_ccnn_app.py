@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import seed_commands
 from omegaconf import OmegaConf
 
 import ccnn.data  # noqa: F401
@@ -19,6 +18,7 @@ from ccnn.apps.ccnn_main import compose, run
 from ccnn.apps.common import ConfigError
 from ccnn.train.module import ClassificationModule
 from ccnn.train.optim import ScheduleSettings, lr_lambda
+from conftest import seed_commands
 
 COMMANDS = seed_commands("ccnn")
 GRID_COMMANDS = {k: v for k, v in COMMANDS.items() if "modelnet" not in k}
@@ -43,7 +43,9 @@ def separable_flexconv(c_in: int, c_out: int, d: int, h: int, learn_mean: bool) 
     return magnet_body(d, h) + (h + 1) * c_in + d * (1 + learn_mean) + c_in + c_in * c_out + c_out
 
 
-def ccnn_count(in_ch: int, out: int, d: int, hidden: int, blocks: int, kh: int, learn_mean=False) -> int:
+def ccnn_count(
+    in_ch: int, out: int, d: int, hidden: int, blocks: int, kh: int, learn_mean=False
+) -> int:
     """Independent derivation of a CCNN's parameter count (SeparableFlexConv, S4, BatchNorm)."""
     bn = 2 * hidden
     stem = separable_flexconv(in_ch, hidden, d, kh, learn_mean) + bn
@@ -52,8 +54,12 @@ def ccnn_count(in_ch: int, out: int, d: int, hidden: int, blocks: int, kh: int, 
 
 
 def fake_args(args: list[str], *extra: str) -> list[str]:
-    args = [a for a in args if not a.startswith(("device=", "train.batch_size=", "train.distributed="))]
-    acc = next((int(a.split("=")[1]) for a in args if a.startswith("train.accumulate_grad_steps=")), 1)
+    args = [
+        a for a in args if not a.startswith(("device=", "train.batch_size=", "train.distributed="))
+    ]
+    acc = next(
+        (int(a.split("=")[1]) for a in args if a.startswith("train.accumulate_grad_steps=")), 1
+    )
     return [*args, "device=cpu", "dataset.fake=true", f"train.batch_size={2 * acc}", *extra]
 
 
@@ -76,8 +82,13 @@ def test_paper_command_builds_published_network(name):
     meta = dm.meta
     out = 1 if meta.num_classes == 2 else meta.num_classes
     expected = ccnn_count(
-        meta.in_channels, out, meta.data_dim, cfg.net.no_hidden, cfg.net.no_blocks,
-        cfg.kernel.no_hidden, cfg.mask.learn_mean,
+        meta.in_channels,
+        out,
+        meta.data_dim,
+        cfg.net.no_hidden,
+        cfg.net.no_blocks,
+        cfg.kernel.no_hidden,
+        cfg.mask.learn_mean,
     )
     assert n_params(net) == expected
     if name in PUBLISHED:
@@ -147,7 +158,9 @@ def test_mask_group_is_non_empty_and_uses_the_ratio():
 
 
 def test_cosine_schedule_warmup_boundaries():
-    f = lr_lambda(ScheduleSettings(name="cosine", warmup_epochs=2), steps_per_epoch=10, total_epochs=12)
+    f = lr_lambda(
+        ScheduleSettings(name="cosine", warmup_epochs=2), steps_per_epoch=10, total_epochs=12
+    )
     assert f(0) == pytest.approx(1e-8)
     assert f(10) == pytest.approx(0.5, rel=1e-6)
     assert f(20) == pytest.approx(1.0)
@@ -160,8 +173,14 @@ def test_cosine_schedule_warmup_boundaries():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["dataset.name=CIFAR10", "conv.causal=true"], "conv.causal=True is only valid for 1D data"),
-        (["scheduler.name=plateau", "scheduler.warmup_epochs=5", "scheduler.factor=0.5"], "plateau cannot be combined with warm-up"),
+        (
+            ["dataset.name=CIFAR10", "conv.causal=true"],
+            "conv.causal=True is only valid for 1D data",
+        ),
+        (
+            ["scheduler.name=plateau", "scheduler.warmup_epochs=5", "scheduler.factor=0.5"],
+            "plateau cannot be combined with warm-up",
+        ),
         (["train.batch_size=10", "train.accumulate_grad_steps=3"], "must be divisible by"),
         (["conv.type=FlexiConv"], "Unknown conv type 'FlexiConv'"),
         (["kernel.type=Siren2"], "Supported kernel types"),
@@ -169,8 +188,14 @@ def test_cosine_schedule_warmup_boundaries():
     ],
 )
 def test_invalid_configurations_fail_before_work(overrides, message, tmp_path):
-    base = ["dataset.fake=true", "device=cpu", "dataset.data_type=default"] if "CIFAR10" in overrides[0] else ["device=cpu"]
-    cfg = compose([*COMMANDS["cifar10_ccnn_4_140"]["args"][:0], "experiment=digits", *base, *overrides])
+    base = (
+        ["dataset.fake=true", "device=cpu", "dataset.data_type=default"]
+        if "CIFAR10" in overrides[0]
+        else ["device=cpu"]
+    )
+    cfg = compose(
+        [*COMMANDS["cifar10_ccnn_4_140"]["args"][:0], "experiment=digits", *base, *overrides]
+    )
     with pytest.raises((ConfigError, KeyError, ValueError), match=message):
         run(cfg, run_dir=str(tmp_path))
 
@@ -194,14 +219,20 @@ def test_misspelt_key_names_the_closest_valid_key():
 
 def test_command_line_errors_exit_cleanly_without_traceback():
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "net.no_hiden=3"], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, str(ROOT / "main.py"), "net.no_hiden=3"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert proc.returncode == 2
     assert "Did you mean 'net.no_hidden'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
-    first = run(compose(["train.epochs=1", "device=cpu", "train.limit_batches=3"]), run_dir=str(tmp_path / "a"))
+    first = run(
+        compose(["train.epochs=1", "device=cpu", "train.limit_batches=3"]),
+        run_dir=str(tmp_path / "a"),
+    )
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert first["epochs"] == 1 and last.exists()
     resumed = run(
@@ -212,28 +243,55 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
     state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 6  # 3 steps from the first run + 3 after resuming
     with pytest.raises(ValueError, match="already completed 1 epochs"):
-        run(compose(["train.epochs=1", "device=cpu", f"train.resume={last}"]), run_dir=str(tmp_path / "c"))
+        run(
+            compose(["train.epochs=1", "device=cpu", f"train.resume={last}"]),
+            run_dir=str(tmp_path / "c"),
+        )
 
 
 def test_pretrained_evaluation_only_and_mismatch_message(tmp_path):
-    trained = run(compose(["train.epochs=1", "device=cpu", "train.limit_batches=4"]), run_dir=str(tmp_path / "t"))
+    trained = run(
+        compose(["train.epochs=1", "device=cpu", "train.limit_batches=4"]),
+        run_dir=str(tmp_path / "t"),
+    )
     best = trained["best_checkpoint"]
     evaluated = run(
-        compose(["device=cpu", "train.do=false", "pretrained.load=true", f"pretrained.filename={best}"]),
+        compose(
+            ["device=cpu", "train.do=false", "pretrained.load=true", f"pretrained.filename={best}"]
+        ),
         run_dir=str(tmp_path / "e"),
     )
     assert evaluated["epochs"] == 0
-    assert evaluated["val"]["acc"] == pytest.approx(trained["val"]["acc"], abs=1e-6) or trained["val"]["acc"] >= 0
+    assert (
+        evaluated["val"]["acc"] == pytest.approx(trained["val"]["acc"], abs=1e-6)
+        or trained["val"]["acc"] >= 0
+    )
     with pytest.raises(ValueError, match="does not fit this network"):
         run(
-            compose(["device=cpu", "train.do=false", "net.no_hidden=8", "pretrained.load=true", f"pretrained.filename={best}"]),
+            compose(
+                [
+                    "device=cpu",
+                    "train.do=false",
+                    "net.no_hidden=8",
+                    "pretrained.load=true",
+                    f"pretrained.filename={best}",
+                ]
+            ),
             run_dir=str(tmp_path / "m"),
         )
 
 
 def test_mixed_precision_and_kernel_hooks_run(tmp_path):
     results = run(
-        compose(["device=cpu", "train.epochs=1", "train.limit_batches=2", "train.mixed_precision=true", "hooks_enabled=true"]),
+        compose(
+            [
+                "device=cpu",
+                "train.epochs=1",
+                "train.limit_batches=2",
+                "train.mixed_precision=true",
+                "hooks_enabled=true",
+            ]
+        ),
         run_dir=str(tmp_path),
     )
     assert torch.isfinite(torch.tensor(results["test"]["loss"]))
@@ -242,14 +300,25 @@ def test_mixed_precision_and_kernel_hooks_run(tmp_path):
 
 def test_simulated_ddp_on_cpu(tmp_path):
     results = run(
-        compose(["device=cpu", "train.epochs=1", "train.limit_batches=2", "train.distributed=true", "train.avail_gpus=2"]),
+        compose(
+            [
+                "device=cpu",
+                "train.epochs=1",
+                "train.limit_batches=2",
+                "train.distributed=true",
+                "train.avail_gpus=2",
+            ]
+        ),
         run_dir=str(tmp_path),
     )
     assert results["epochs"] == 1 and (tmp_path / "results.json").exists()
 
 
 def test_uea_time_series_through_main_learns(tmp_path):
-    results = run(compose(["experiment=uea_basicmotions", "device=cpu", "train.epochs=20"]), run_dir=str(tmp_path))
+    results = run(
+        compose(["experiment=uea_basicmotions", "device=cpu", "train.epochs=20"]),
+        run_dir=str(tmp_path),
+    )
     assert results["test"]["acc"] >= 0.7  # 4 classes: chance is 0.25
 
 
@@ -262,7 +331,9 @@ def test_distributed_needs_two_gpus(monkeypatch, tmp_path):
 
 def test_test_before_train_is_reported(tmp_path):
     results = run(
-        compose(["device=cpu", "train.epochs=1", "train.limit_batches=2", "test.before_train=true"]),
+        compose(
+            ["device=cpu", "train.epochs=1", "train.limit_batches=2", "test.before_train=true"]
+        ),
         run_dir=str(tmp_path),
     )
     assert "acc" in results["test_before_train"]

@@ -11,7 +11,6 @@ import torch
 from ccnn.nn import (
     CONVS,
     KERNELS,
-    CKConv,
     Conv,
     FlexConv,
     GaussianMask,
@@ -43,18 +42,33 @@ def make_conv(conv_type, data_dim, kernel_type="MAGNet", causal=False, **kwargs)
     options = {"hidden_channels": 8, "num_layers": 2, **KERNEL_OPTIONS[kernel_type]}
     mask = {"init_value": 0.3, "threshold": 0.1} if "Flex" in conv_type else None
     return build_conv(
-        conv_type, 3, 4, data_dim, kernel_type=kernel_type, kernel_kwargs=options,
-        mask_kwargs=mask, causal=causal, **kwargs,
+        conv_type,
+        3,
+        4,
+        data_dim,
+        kernel_type=kernel_type,
+        kernel_kwargs=options,
+        mask_kwargs=mask,
+        causal=causal,
+        **kwargs,
     )
 
 
 def test_registries_list_every_type():
     assert set(KERNELS.names()) == {"MAGNet", "Gabor", "Fourier", "SIREN", "RFNet", "MLP"}
-    assert {"CKConv", "FlexConv", "SeparableCKConv", "SeparableFlexConv", "Conv", "SeparableConv"} <= set(CONVS.names())
+    assert {
+        "CKConv",
+        "FlexConv",
+        "SeparableCKConv",
+        "SeparableFlexConv",
+        "Conv",
+        "SeparableConv",
+    } <= set(CONVS.names())
 
 
 LAYER_CASES = [(c, k) for c in CONTINUOUS for k in KERNEL_OPTIONS] + [
-    ("Conv", "MAGNet"), ("SeparableConv", "MAGNet")  # discrete: no kernel network
+    ("Conv", "MAGNet"),
+    ("SeparableConv", "MAGNet"),  # discrete: no kernel network
 ]
 
 
@@ -89,8 +103,12 @@ def test_causal_layers_never_see_the_future(conv_type):
 
 def test_cropping_keeps_65_of_784_causal_taps():
     layer = SeparableFlexConv(
-        1, 4, 1, kernel_kwargs={"hidden_channels": 8, "num_layers": 2, "omega_0": 100.0},
-        mask_kwargs={"init_value": 0.075, "threshold": 0.1, "dynamic_cropping": True}, causal=True,
+        1,
+        4,
+        1,
+        kernel_kwargs={"hidden_channels": 8, "num_layers": 2, "omega_0": 100.0},
+        mask_kwargs={"init_value": 0.075, "threshold": 0.1, "dynamic_cropping": True},
+        causal=True,
     )
     layer(torch.randn(1, 1, 784))
     assert int(layer.grid_size[0]) == 784
@@ -99,15 +117,25 @@ def test_cropping_keeps_65_of_784_causal_taps():
 
 def test_cropping_keeps_5x5_of_33x33():
     layer = FlexConv(
-        2, 3, 2, kernel_size=33, kernel_kwargs={"hidden_channels": 8, "num_layers": 2, "omega_0": 10.0},
+        2,
+        3,
+        2,
+        kernel_size=33,
+        kernel_kwargs={"hidden_channels": 8, "num_layers": 2, "omega_0": 10.0},
         mask_kwargs={"init_value": 0.075, "threshold": 0.1},
     )
     assert layer.sample_kernel().shape == (3, 2, 5, 5)
 
 
 def test_only_kept_positions_go_through_the_kernel_network():
-    layer = SeparableFlexConv(1, 1, 1, kernel_kwargs={"hidden_channels": 4, "num_layers": 1, "omega_0": 5.0},
-                              mask_kwargs={"init_value": 0.075}, causal=True)
+    layer = SeparableFlexConv(
+        1,
+        1,
+        1,
+        kernel_kwargs={"hidden_channels": 4, "num_layers": 1, "omega_0": 5.0},
+        mask_kwargs={"init_value": 0.075},
+        causal=True,
+    )
     seen = []
     layer.kernel_net.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
     layer(torch.randn(1, 1, 784))
@@ -126,8 +154,14 @@ def test_mask_parameters_are_tagged_for_their_own_learning_rate():
     layer = make_conv("SeparableFlexConv", 1)
     tagged = tagged_parameters(layer, MASK)
     assert [p is layer.mask.sigma for p in tagged] == [True]
-    learned = FlexConv(2, 2, 2, kernel_size=9, kernel_kwargs={"omega_0": 5.0},
-                       mask_kwargs={"init_value": 0.2, "learn_mean": True})
+    learned = FlexConv(
+        2,
+        2,
+        2,
+        kernel_size=9,
+        kernel_kwargs={"omega_0": 5.0},
+        mask_kwargs={"init_value": 0.2, "learn_mean": True},
+    )
     assert len(tagged_parameters(copy.deepcopy(learned), MASK)) == 2
 
 
@@ -183,11 +217,20 @@ def _smooth_signal(n: int, data_dim: int) -> torch.Tensor:
 def test_resampled_kernel_matches_upsampled_low_resolution_output(data_dim):
     torch.manual_seed(0)
     # a smooth kernel that decays towards the grid edges (Gaussian mask, no cropping)
-    layer = FlexConv(
-        1, 1, data_dim, kernel_size=9, kernel_type="MAGNet",
-        kernel_kwargs={"hidden_channels": 8, "num_layers": 2, "omega_0": 0.05}, chang_initialize=False,
-        mask_kwargs={"init_value": 0.35, "dynamic_cropping": False},
-    ).double().eval()
+    layer = (
+        FlexConv(
+            1,
+            1,
+            data_dim,
+            kernel_size=9,
+            kernel_type="MAGNet",
+            kernel_kwargs={"hidden_channels": 8, "num_layers": 2, "omega_0": 0.05},
+            chang_initialize=False,
+            mask_kwargs={"init_value": 0.35, "dynamic_cropping": False},
+        )
+        .double()
+        .eval()
+    )
     n = 48
     lo = _smooth_signal(n, data_dim)
     hi = _smooth_signal(2 * n, data_dim)
@@ -235,7 +278,11 @@ def test_eval_cache_reuses_kernel_until_something_changes():
     "build, x, match",
     [
         (lambda: make_conv("SeparableFlexConv", 1), torch.randn(2, 3, 4, 4), r"\(b, c, l\)"),
-        (lambda: make_conv("SeparableFlexConv", 2), torch.randn(2, 5, 4, 4), "expects 3 input channels, got 5"),
+        (
+            lambda: make_conv("SeparableFlexConv", 2),
+            torch.randn(2, 5, 4, 4),
+            "expects 3 input channels, got 5",
+        ),
         (lambda: make_conv("Conv", 2), torch.randn(3, 4, 4), "4 dims"),
     ],
 )
@@ -264,13 +311,26 @@ def test_invalid_constructions_raise_clear_errors():
 
 def test_magnet_initialisations_follow_their_flavour():
     torch.manual_seed(0)
-    ccnn = build_kernel_net("MAGNet", data_dim=1, out_channels=3, hidden_channels=16, num_layers=3, omega_0=50.0)
-    flex = build_kernel_net("MAGNet", data_dim=1, out_channels=3, hidden_channels=16, num_layers=3,
-                            input_scale=25.6, init="flexconv")
+    ccnn = build_kernel_net(
+        "MAGNet", data_dim=1, out_channels=3, hidden_channels=16, num_layers=3, omega_0=50.0
+    )
+    flex = build_kernel_net(
+        "MAGNet",
+        data_dim=1,
+        out_channels=3,
+        hidden_channels=16,
+        num_layers=3,
+        input_scale=25.6,
+        init="flexconv",
+    )
     assert all(torch.equal(f.bias, torch.zeros_like(f.bias)) for f in ccnn.filter_linears)
     assert all(torch.equal(h.bias, torch.ones_like(h.bias)) for h in ccnn.hidden_linears)
     assert max(f.bias.abs().max() for f in flex.filter_linears) > 0.5  # phases ~ U(-pi, pi)
     # CCNN flavour: frequencies scale with omega_0
-    assert ccnn.filter_linears[0].weight.abs().mean() > 10 * flex.filter_linears[0].weight.abs().mean()
-    causal = build_kernel_net("MAGNet", data_dim=1, out_channels=1, omega_0=5.0, causal=True, init_spatial_value=0.125)
+    assert (
+        ccnn.filter_linears[0].weight.abs().mean() > 10 * flex.filter_linears[0].weight.abs().mean()
+    )
+    causal = build_kernel_net(
+        "MAGNet", data_dim=1, out_channels=1, omega_0=5.0, causal=True, init_spatial_value=0.125
+    )
     assert all(((m > 0.875 - 1e-6) & (m <= 1.0)).all() for m in causal.mus)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -244,9 +245,15 @@ def data_options(cfg: DictConfig) -> DataOptions:
 
 def validate(cfg: DictConfig) -> None:
     """Published start-up checks plus ours; every failure names the key and the fix."""
-    _require(bool(cfg.dataset.name), "dataset.name is not set; e.g. dataset.name=MNIST (or use experiment=digits)")
+    _require(
+        bool(cfg.dataset.name),
+        "dataset.name is not set; e.g. dataset.name=MNIST (or use experiment=digits)",
+    )
     DATASETS.get(cfg.dataset.name)
-    _require(cfg.net.type in NET_TYPES, f"Unknown net.type '{cfg.net.type}'; supported: {list(NET_TYPES)}")
+    _require(
+        cfg.net.type in NET_TYPES,
+        f"Unknown net.type '{cfg.net.type}'; supported: {list(NET_TYPES)}",
+    )
     _require(cfg.net.no_hidden > 0, f"net.no_hidden must be > 0, got {cfg.net.no_hidden}")
     _require(cfg.net.no_blocks >= 0, f"net.no_blocks must be >= 0, got {cfg.net.no_blocks}")
     _require(cfg.train.batch_size > 0, f"train.batch_size must be > 0, got {cfg.train.batch_size}")
@@ -259,15 +266,23 @@ def validate(cfg: DictConfig) -> None:
     conv_type = cfg.conv.type
     if conv_type not in POINT_CONVS:
         CONVS.get(conv_type)
-    if conv_type in ("CKConv", "FlexConv", "SeparableCKConv", "SeparableFlexConv") or conv_type in POINT_CONVS:
+    if (
+        conv_type in ("CKConv", "FlexConv", "SeparableCKConv", "SeparableFlexConv")
+        or conv_type in POINT_CONVS
+    ):
         KERNELS.get(cfg.kernel.type)
     if cfg.mask.type:
         MASKS.get(cfg.mask.type)
     if cfg.scheduler.name == "plateau":
-        _require(cfg.scheduler.warmup_epochs <= 0, "scheduler.name=plateau cannot be combined with warm-up; set scheduler.warmup_epochs=-1")
+        _require(
+            cfg.scheduler.warmup_epochs <= 0,
+            "scheduler.name=plateau cannot be combined with warm-up; "
+            "set scheduler.warmup_epochs=-1",
+        )
     if cfg.optimizer.weight_decay_type not in ("published", "decoupled"):
         raise ConfigError(
-            f"Unknown optimizer.weight_decay_type '{cfg.optimizer.weight_decay_type}'; supported: ['published', 'decoupled']"
+            f"Unknown optimizer.weight_decay_type '{cfg.optimizer.weight_decay_type}'; "
+            "supported: ['published', 'decoupled']"
         )
 
 
@@ -282,7 +297,8 @@ def validate_with_meta(cfg: DictConfig, meta: DatasetMeta) -> None:
     if meta.data_dim > 1 and cfg.conv.type in ("FlexConv", "SeparableFlexConv"):
         _require(
             cfg.mask.type == "gaussian",
-            f"{cfg.conv.type} on {meta.data_dim}D data needs mask.type=gaussian, got '{cfg.mask.type}'",
+            f"{cfg.conv.type} on {meta.data_dim}D data needs mask.type=gaussian, "
+            f"got '{cfg.mask.type}'",
         )
 
 
@@ -292,7 +308,7 @@ def build_datamodule(cfg: DictConfig) -> CCNNDataModule:
         batch_size=cfg.train.batch_size // cfg.train.accumulate_grad_steps,
         test_batch_size=cfg.train.batch_size * max(1, cfg.test.batch_size_multiplier),
         num_workers=cfg.no_workers,
-        pin_memory=cfg.device in ("cuda", "auto"),
+        pin_memory=cfg.device != "cpu" and torch.cuda.is_available(),
     )
 
 
@@ -356,7 +372,9 @@ def build_network(cfg: DictConfig, meta: DatasetMeta):
         return build_point_ccnn(cfg, meta, out_channels)
     vocab = meta.extra.get("vocab_size") if cfg.net.embedding_dim > 0 else None
     if cfg.net.embedding_dim > 0 and not vocab:
-        raise ConfigError(f"net.embedding_dim needs a token dataset; {cfg.dataset.name} has no vocabulary")
+        raise ConfigError(
+            f"net.embedding_dim needs a token dataset; {cfg.dataset.name} has no vocabulary"
+        )
     return CCNN(
         in_channels=cfg.net.embedding_dim if vocab else meta.in_channels,
         out_channels=out_channels,
@@ -383,17 +401,28 @@ def build_network(cfg: DictConfig, meta: DatasetMeta):
 def optim_settings(cfg: DictConfig) -> tuple[OptimSettings, ScheduleSettings]:
     o, s = cfg.optimizer, cfg.scheduler
     decay = s.decay_steps
-    decay_steps = [int(d) for d in decay] if OmegaConf.is_list(decay) or isinstance(decay, list) else (
-        [] if decay in (None, -1, "-1") else [int(decay)]
+    decay_steps = (
+        [int(d) for d in decay]
+        if OmegaConf.is_list(decay) or isinstance(decay, list)
+        else ([] if decay in (None, -1, "-1") else [int(decay)])
     )
     return (
         OptimSettings(
-            name=o.name, lr=o.lr, mask_lr_ratio=o.mask_lr_ratio, weight_decay=o.weight_decay,
-            weight_decay_type=o.weight_decay_type, momentum=o.momentum, nesterov=o.nesterov,
+            name=o.name,
+            lr=o.lr,
+            mask_lr_ratio=o.mask_lr_ratio,
+            weight_decay=o.weight_decay,
+            weight_decay_type=o.weight_decay_type,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
         ),
         ScheduleSettings(
-            name=s.name, warmup_epochs=s.warmup_epochs, decay_steps=decay_steps, factor=s.factor,
-            patience=s.patience, mode=s.mode,
+            name=s.name,
+            warmup_epochs=s.warmup_epochs,
+            decay_steps=decay_steps,
+            factor=s.factor,
+            patience=s.patience,
+            mode=s.mode,
         ),
     )
 

@@ -85,7 +85,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 def prepare_argv(argv: list[str]) -> list[str]:
     """Check keys of ``key=value`` arguments and add the default experiment if needed."""
     check_overrides(argv, CCNNConfig)
-    names_data = any(a.split("=", 1)[0].lstrip("+") in ("dataset.name", "experiment") for a in argv if "=" in a)
+    names_data = any(
+        a.split("=", 1)[0].lstrip("+") in ("dataset.name", "experiment") for a in argv if "=" in a
+    )
     if not names_data and not any(a.startswith("-") for a in argv):
         argv = [f"experiment={DEFAULT_EXPERIMENT}", *argv]
     return argv

@@ -30,7 +30,9 @@ def schema_keys(schema: type, prefix: str = "") -> dict[str, bool]:
     return keys
 
 
-def check_overrides(args: Iterable[str], schema: type, groups: Iterable[str] = ("experiment",)) -> None:
+def check_overrides(
+    args: Iterable[str], schema: type, groups: Iterable[str] = ("experiment",)
+) -> None:
     """Fail early on ``key=value`` arguments whose key is not in ``schema``, naming the closest.
 
     Hydra's own overrides (``hydra.*``, ``+key``, ``~key``, ``--flags``) and config groups pass.
@@ -79,7 +81,9 @@ def _is_user_error(err: BaseException) -> bool:
     from ccnn.train.optim import OptimConfigError
     from ccnn.train.runner import RunConfigError
 
-    if isinstance(err, ConfigError | RegistryError | DataConfigError | OptimConfigError | RunConfigError):
+    if isinstance(
+        err, ConfigError | RegistryError | DataConfigError | OptimConfigError | RunConfigError
+    ):
         return True
     tb = err.__traceback__
     while tb is not None and tb.tb_next is not None:

@@ -13,4 +13,11 @@ for _name in FAMILY_MODULES:
         if _err.name != f"ccnn.data.{_name}":
             raise
 
-__all__ = ["DATASETS", "CCNNDataModule", "DataConfigError", "DataOptions", "DatasetMeta", "DatasetSplits"]
+__all__ = [
+    "DATASETS",
+    "CCNNDataModule",
+    "DataConfigError",
+    "DataOptions",
+    "DatasetMeta",
+    "DatasetSplits",
+]

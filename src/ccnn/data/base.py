@@ -103,9 +103,7 @@ class DataConfigError(ValueError):
     """Invalid dataset options or missing files; the message says how to fix it."""
 
 
-def split_train_val(
-    n: int, n_val: int, seed: int = 42
-) -> tuple[torch.Tensor, torch.Tensor]:
+def split_train_val(n: int, n_val: int, seed: int = 42) -> tuple[torch.Tensor, torch.Tensor]:
     """Random disjoint (train, val) index tensors, reproducible for a given seed."""
     if not 0 < n_val < n:
         raise DataConfigError(f"validation size {n_val} must be in (0, {n})")

@@ -9,4 +9,14 @@ from ccnn.models.cifar_resnet import CIFARResNet
 from ccnn.models.flexnet import FlexNet, FlexTCN
 from ccnn.models.registry import MODELS, create_model, list_models
 
-__all__ = ["BLOCKS", "CCNN", "CIFARResNet", "FlexNet", "FlexTCN", "MODELS", "block_widths", "create_model", "list_models"]
+__all__ = [
+    "BLOCKS",
+    "CCNN",
+    "CIFARResNet",
+    "FlexNet",
+    "FlexTCN",
+    "MODELS",
+    "block_widths",
+    "create_model",
+    "list_models",
+]

@@ -71,7 +71,9 @@ class Block(nn.Module):
         self.nonlinearity, self.dropout_p, self.dropout_type = nonlinearity, dropout, dropout_type
         self.prenorm = prenorm
         self.shortcut = (
-            nn.Identity() if in_channels == out_channels else linear_factory(in_channels, out_channels)
+            nn.Identity()
+            if in_channels == out_channels
+            else linear_factory(in_channels, out_channels)
         )
         self._build(in_channels, out_channels, conv_factory, linear_factory, norm_factory)
 
@@ -92,7 +94,12 @@ class S4Block(Block):
     def _build(self, c_in, c_out, conv_factory, linear_factory, norm_factory) -> None:
         self.norm = norm_factory(c_in if self.prenorm else c_out)
         self.conv = conv_factory(c_in, c_out)
-        self.act1, self.dropout, self.linear, self.act2 = self.act(), self.drop(), linear_factory(c_out, c_out), self.act()
+        self.act1, self.dropout, self.linear, self.act2 = (
+            self.act(),
+            self.drop(),
+            linear_factory(c_out, c_out),
+            self.act(),
+        )
 
     def forward(self, x: torch.Tensor, *ctx) -> torch.Tensor:
         """Shapes: ``(b, c_in, *s) -> (b, c_out, *s)``."""
@@ -108,8 +115,17 @@ class ResNetBlock(Block):
     """ResNet basic block with two convolutions."""
 
     def _build(self, c_in, c_out, conv_factory, linear_factory, norm_factory) -> None:
-        self.conv1, self.norm1, self.act1, self.dropout = conv_factory(c_in, c_out), norm_factory(c_out), self.act(), self.drop()
-        self.conv2, self.norm2, self.act2 = conv_factory(c_out, c_out), norm_factory(c_out), self.act()
+        self.conv1, self.norm1, self.act1, self.dropout = (
+            conv_factory(c_in, c_out),
+            norm_factory(c_out),
+            self.act(),
+            self.drop(),
+        )
+        self.conv2, self.norm2, self.act2 = (
+            conv_factory(c_out, c_out),
+            norm_factory(c_out),
+            self.act(),
+        )
 
     def forward(self, x: torch.Tensor, *ctx) -> torch.Tensor:
         """Shapes: ``(b, c_in, *s) -> (b, c_out, *s)``."""
@@ -123,8 +139,17 @@ class PreActResNetBlock(Block):
     """Pre-activation ResNet block."""
 
     def _build(self, c_in, c_out, conv_factory, linear_factory, norm_factory) -> None:
-        self.norm1, self.act1, self.conv1 = norm_factory(c_in), self.act(), conv_factory(c_in, c_out)
-        self.norm2, self.act2, self.dropout, self.conv2 = norm_factory(c_out), self.act(), self.drop(), conv_factory(c_out, c_out)
+        self.norm1, self.act1, self.conv1 = (
+            norm_factory(c_in),
+            self.act(),
+            conv_factory(c_in, c_out),
+        )
+        self.norm2, self.act2, self.dropout, self.conv2 = (
+            norm_factory(c_out),
+            self.act(),
+            self.drop(),
+            conv_factory(c_out, c_out),
+        )
 
     def forward(self, x: torch.Tensor, *ctx) -> torch.Tensor:
         """Shapes: ``(b, c_in, *s) -> (b, c_out, *s)``."""
@@ -138,8 +163,18 @@ class TCNBlock(Block):
     """Temporal-convolutional-network block (Bai et al., 2018) with norms instead of weight norm."""
 
     def _build(self, c_in, c_out, conv_factory, linear_factory, norm_factory) -> None:
-        self.conv1, self.norm1, self.act1, self.drop1 = conv_factory(c_in, c_out), norm_factory(c_out), self.act(), self.drop()
-        self.conv2, self.norm2, self.act2, self.drop2 = conv_factory(c_out, c_out), norm_factory(c_out), self.act(), self.drop()
+        self.conv1, self.norm1, self.act1, self.drop1 = (
+            conv_factory(c_in, c_out),
+            norm_factory(c_out),
+            self.act(),
+            self.drop(),
+        )
+        self.conv2, self.norm2, self.act2, self.drop2 = (
+            conv_factory(c_out, c_out),
+            norm_factory(c_out),
+            self.act(),
+            self.drop(),
+        )
         self.act_out = self.act()
 
     def forward(self, x: torch.Tensor, *ctx) -> torch.Tensor:
@@ -149,7 +184,9 @@ class TCNBlock(Block):
         return self.act_out(h + self.shortcut(x))
 
 
-def block_widths(hidden: int, num_blocks: int, factors: list[float] | tuple[float, ...]) -> list[int]:
+def block_widths(
+    hidden: int, num_blocks: int, factors: list[float] | tuple[float, ...]
+) -> list[int]:
     """Widths of the blocks.
 
     ``factors`` is ``[0.0]`` (all blocks ``hidden`` wide; the CCNN default) or pairs

@@ -108,14 +108,23 @@ class CCNN(nn.Module):
         pool_size = downsampling_size if downsampling_size and downsampling_size > 0 else 2
         for i in downsampling:
             if not 0 <= i < num_blocks:
-                raise ValueError(f"net.downsampling index {i} is not a block index (0..{num_blocks - 1})")
+                raise ValueError(
+                    f"net.downsampling index {i} is not a block index (0..{num_blocks - 1})"
+                )
         blocks: list[nn.Module] = []
         c_in = hidden_channels
         for i, c_out in enumerate(widths):
             blocks.append(
                 block_cls(
-                    c_in, c_out, conv_factory, data_dim, norm=norm, nonlinearity=nonlinearity,
-                    dropout=dropout, dropout_type=dropout_type, prenorm=prenorm,
+                    c_in,
+                    c_out,
+                    conv_factory,
+                    data_dim,
+                    norm=norm,
+                    nonlinearity=nonlinearity,
+                    dropout=dropout,
+                    dropout_type=dropout_type,
+                    prenorm=prenorm,
                 )
             )
             if i in downsampling:

@@ -3,11 +3,12 @@
 Imports torch/numpy/einops only (never hydra or lightning).
 """
 
+from ccnn.nn.aliasing import AntiAliasingRegularizer, frequency_report, plot_frequency_report
 from ccnn.nn.conv import (
     CONVS,
     CKConv,
-    Conv,
     ContinuousConv,
+    Conv,
     DiscreteConv,
     FlexConv,
     SeparableCKConv,
@@ -16,19 +17,57 @@ from ccnn.nn.conv import (
     build_conv,
     continuous_convs,
 )
-from ccnn.nn.kernels import KERNELS, SIREN, FourierMFN, GaborMFN, KernelNet, MAGNet, MLPKernel, RFNet, build_kernel_net
+from ccnn.nn.kernels import (
+    KERNELS,
+    SIREN,
+    FourierMFN,
+    GaborMFN,
+    KernelNet,
+    MAGNet,
+    MLPKernel,
+    RFNet,
+    build_kernel_net,
+)
 from ccnn.nn.layers import get_activation, get_dropout, get_norm
 from ccnn.nn.masks import MASKS, GaussianMask, build_mask
 from ccnn.nn.params import parameter_groups, tag_parameter, tagged_parameters
-from ccnn.nn.aliasing import AntiAliasingRegularizer, frequency_report, plot_frequency_report
 from ccnn.nn.resolution import at_resolution, set_resolution
 from ccnn.nn.srf import SRFConv
 
 __all__ = [
-    "CONVS", "KERNELS", "MASKS", "CKConv", "Conv", "ContinuousConv", "DiscreteConv", "FlexConv",
-    "FourierMFN", "GaborMFN", "GaussianMask", "KernelNet", "MAGNet", "MLPKernel", "RFNet", "SIREN",
-    "SeparableCKConv", "SeparableConv", "SeparableFlexConv", "at_resolution", "build_conv",
-    "build_kernel_net", "build_mask", "continuous_convs", "get_activation", "get_dropout",
-    "get_norm", "parameter_groups", "set_resolution", "tag_parameter", "tagged_parameters",
-    "AntiAliasingRegularizer", "frequency_report", "plot_frequency_report", "SRFConv",
+    "CONVS",
+    "KERNELS",
+    "MASKS",
+    "CKConv",
+    "Conv",
+    "ContinuousConv",
+    "DiscreteConv",
+    "FlexConv",
+    "FourierMFN",
+    "GaborMFN",
+    "GaussianMask",
+    "KernelNet",
+    "MAGNet",
+    "MLPKernel",
+    "RFNet",
+    "SIREN",
+    "SeparableCKConv",
+    "SeparableConv",
+    "SeparableFlexConv",
+    "at_resolution",
+    "build_conv",
+    "build_kernel_net",
+    "build_mask",
+    "continuous_convs",
+    "get_activation",
+    "get_dropout",
+    "get_norm",
+    "parameter_groups",
+    "set_resolution",
+    "tag_parameter",
+    "tagged_parameters",
+    "AntiAliasingRegularizer",
+    "frequency_report",
+    "plot_frequency_report",
+    "SRFConv",
 ]

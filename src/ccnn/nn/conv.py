@@ -142,7 +142,9 @@ class ContinuousConv(nn.Module):
         self.mask = build_mask(mask_type, data_dim=data_dim, causal=causal, **mask_kwargs)
         kernel_kwargs = dict(kernel_kwargs or {})
         if self.mask is not None:
-            kernel_kwargs.setdefault("init_spatial_value", FLEXCONV_ISV_FACTOR * self.mask.init_value)
+            kernel_kwargs.setdefault(
+                "init_spatial_value", FLEXCONV_ISV_FACTOR * self.mask.init_value
+            )
         kernel_out = in_channels if separable else in_channels * out_channels
         kernel_kwargs.setdefault("causal", causal)
         self.kernel_net = build_kernel_net(
@@ -190,9 +192,15 @@ class ContinuousConv(nn.Module):
         if scale is None:
             self._resolution_scale = None
         else:
-            scales = (float(scale),) * self.data_dim if not isinstance(scale, Sequence) else tuple(map(float, scale))
+            scales = (
+                (float(scale),) * self.data_dim
+                if not isinstance(scale, Sequence)
+                else tuple(map(float, scale))
+            )
             if len(scales) != self.data_dim or min(scales) <= 0:
-                raise ValueError(f"resolution scale must be > 0 for each of {self.data_dim} dims, got {scale}")
+                raise ValueError(
+                    f"resolution scale must be > 0 for each of {self.data_dim} dims, got {scale}"
+                )
             self._resolution_scale = None if all(s == 1.0 for s in scales) else scales
         self._cache_key = None
 
@@ -245,7 +253,9 @@ class ContinuousConv(nn.Module):
         if self.mask is not None:
             axes = [a[s] for a, s in zip(axes, self.mask.crop(axes))]
         shape = tuple(len(a) for a in axes)
-        positions = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.data_dim)
+        positions = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(
+            -1, self.data_dim
+        )
         if self.chang_initialize and not bool(self.chang_initialized):
             self._apply_chang_init(num_positions=positions.shape[0])
         values = self.kernel_net(positions)  # (p, o)
@@ -284,7 +294,9 @@ class ContinuousConv(nn.Module):
         self.last_kernel = kernel if self.training else None
         if kernel.dtype != x.dtype and not torch.is_autocast_enabled():
             kernel = kernel.to(x.dtype)
-        out = conv_nd(x, kernel, self.bias, causal=self.causal, separable=self.separable, use_fft=self.use_fft)
+        out = conv_nd(
+            x, kernel, self.bias, causal=self.causal, separable=self.separable, use_fft=self.use_fft
+        )
         if self.channel_mixer is not None:
             out = self.channel_mixer(out)
         return out
@@ -374,7 +386,8 @@ class DiscreteConv(nn.Module):
         size = _parse_kernel_size(kernel_size, data_dim)
         if isinstance(size, str):
             raise ValueError(
-                f"discrete convolutions need an integer kernel size (kernel.size / conv.horizon), got {size!r}"
+                "discrete convolutions need an integer kernel size (kernel.size / "
+                f"conv.horizon), got {size!r}"
             )
         if not causal and any(k % 2 == 0 for k in size):
             raise ValueError(
@@ -389,12 +402,21 @@ class DiscreteConv(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         n_bias = in_channels if separable else out_channels
         self.bias = nn.Parameter(torch.zeros(n_bias)) if bias else None
-        self.channel_mixer = pointwise(in_channels, out_channels, data_dim, bias=bias) if separable else None
+        self.channel_mixer = (
+            pointwise(in_channels, out_channels, data_dim, bias=bias) if separable else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Shapes: ``(b, in, *s) -> (b, out, *s)``."""
         _check_input(self, x)
-        out = conv_nd(x, self.weight, self.bias, causal=self.causal, separable=self.separable, use_fft=self.use_fft)
+        out = conv_nd(
+            x,
+            self.weight,
+            self.bias,
+            causal=self.causal,
+            separable=self.separable,
+            use_fft=self.use_fft,
+        )
         return self.channel_mixer(out) if self.channel_mixer is not None else out
 
     def extra_repr(self) -> str:
@@ -420,7 +442,9 @@ class SeparableConv(DiscreteConv):
         super().__init__(in_channels, out_channels, data_dim, separable=True, **kwargs)
 
 
-def build_conv(conv_type: str | type, in_channels: int, out_channels: int, data_dim: int, **kwargs) -> nn.Module:
+def build_conv(
+    conv_type: str | type, in_channels: int, out_channels: int, data_dim: int, **kwargs
+) -> nn.Module:
     """Build a registered conv (unknown names raise a KeyError listing the supported ones)."""
     return CONVS.build(conv_type, in_channels, out_channels, data_dim, **kwargs)
 

@@ -48,8 +48,19 @@ MAGNET_INITS = ("ccnn", "flexconv")
 
 KERNEL_OPTIONS = frozenset(
     {
-        "hidden_channels", "num_layers", "omega_0", "input_scale", "init", "bias", "causal",
-        "init_spatial_value", "alpha", "beta", "learn_omega_0", "activation", "norm",
+        "hidden_channels",
+        "num_layers",
+        "omega_0",
+        "input_scale",
+        "init",
+        "bias",
+        "causal",
+        "init_spatial_value",
+        "alpha",
+        "beta",
+        "learn_omega_0",
+        "activation",
+        "norm",
     }
 )
 """Options every kernel network accepts; each uses the ones that apply to it."""
@@ -159,12 +170,15 @@ class _GaborNet(_MultiplicativeFilterNet):
                 concentration = alpha / (L + 1)
             gamma = torch.distributions.Gamma(concentration, beta).sample((hidden_channels, g_dim))
             self.gammas.append(nn.Parameter(gamma))
-            self.mus.append(nn.Parameter(self._init_mu(hidden_channels, causal, init_spatial_value)))
+            self.mus.append(
+                nn.Parameter(self._init_mu(hidden_channels, causal, init_spatial_value))
+            )
             with torch.no_grad():
                 if init == "ccnn":
                     if omega_0 <= 0:
                         raise ValueError(
-                            f"MAGNet with init='ccnn' needs omega_0 > 0 (kernel.omega_0), got {omega_0}"
+                            "MAGNet with init='ccnn' needs omega_0 > 0 (kernel.omega_0), "
+                            f"got {omega_0}"
                         )
                     linear.weight.mul_(2 * math.pi * omega_0 * gamma)
                     linear.bias.zero_()

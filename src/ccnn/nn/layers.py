@@ -25,7 +25,9 @@ def _torch_nn_class(name: str, kind: str, base: type) -> type:
     )
     close = difflib.get_close_matches(name, known, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise RegistryError(f"Unknown {kind} '{name}'.{hint} Use a torch.nn class name, e.g. {known[:8]}.")
+    raise RegistryError(
+        f"Unknown {kind} '{name}'.{hint} Use a torch.nn class name, e.g. {known[:8]}."
+    )
 
 
 _ACTIVATION_BASES = tuple(

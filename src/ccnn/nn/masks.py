@@ -66,7 +66,8 @@ class GaussianMask(nn.Module):
             )
         if dynamic_cropping and not 0 < threshold < 1:
             raise ValueError(
-                f"mask threshold must be in (0, 1) for dynamic cropping (mask.threshold), got {threshold}"
+                "mask threshold must be in (0, 1) for dynamic cropping (mask.threshold), "
+                f"got {threshold}"
             )
         self.data_dim, self.causal = data_dim, causal
         self.threshold, self.dynamic_cropping = threshold, dynamic_cropping
@@ -96,7 +97,9 @@ class GaussianMask(nn.Module):
             n = len(axis)
             lo, hi = (self.mean[d] - reach[d]).item(), (self.mean[d] + reach[d]).item()
             if self.causal:
-                start = int(torch.searchsorted(axis, torch.tensor(lo, dtype=axis.dtype), right=True))
+                start = int(
+                    torch.searchsorted(axis, torch.tensor(lo, dtype=axis.dtype), right=True)
+                )
                 slices.append(slice(max(start - 1, 0), n))
             else:
                 r = max(abs(lo), abs(hi))

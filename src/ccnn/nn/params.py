@@ -39,7 +39,9 @@ def parameter_group(module: nn.Module, name: str) -> str | None:
     return module.__dict__.get("_optim_tags", {}).get(name)
 
 
-def parameter_groups(model: nn.Module, groups: tuple[str, ...] = (MASK, OMEGA_0)) -> dict[str, list[torch.Tensor]]:
+def parameter_groups(
+    model: nn.Module, groups: tuple[str, ...] = (MASK, OMEGA_0)
+) -> dict[str, list[torch.Tensor]]:
     """Split trainable parameters into ``groups`` (first tag wins) and ``"default"``.
 
     Only the tags named in ``groups`` make their own group; other tags (e.g. ``kernel_net``)

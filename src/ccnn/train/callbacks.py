@@ -66,9 +66,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
 
-def plot_kernels(network: torch.nn.Module, path: str | os.PathLike, max_channels: int = 4) -> Path | None:
+def plot_kernels(
+    network: torch.nn.Module, path: str | os.PathLike, max_channels: int = 4
+) -> Path | None:
     """Save a PNG with the sampled kernels (and masks) of every continuous conv in ``network``."""
-    layers = [m for m in network.modules() if isinstance(m, ContinuousConv) and int(m.grid_size[0]) > 0]
+    layers = [
+        m for m in network.modules() if isinstance(m, ContinuousConv) and int(m.grid_size[0]) > 0
+    ]
     if not layers:
         return None
     import matplotlib
@@ -77,7 +81,9 @@ def plot_kernels(network: torch.nn.Module, path: str | os.PathLike, max_channels
     import matplotlib.pyplot as plt
 
     cols = max_channels + 1
-    fig, axes = plt.subplots(len(layers), cols, figsize=(2.2 * cols, 1.8 * len(layers)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(layers), cols, figsize=(2.2 * cols, 1.8 * len(layers)), squeeze=False
+    )
     with torch.no_grad():
         for row, layer in enumerate(layers):
             kernel = layer.sample_kernel().float().cpu()
@@ -102,7 +108,9 @@ def plot_kernels(network: torch.nn.Module, path: str | os.PathLike, max_channels
             ax.set_yticks([])
             if layer.mask is not None:
                 axes_grid, _ = layer.sampling_grid()
-                pos = torch.stack(torch.meshgrid(*axes_grid, indexing="ij"), -1).reshape(-1, layer.data_dim)
+                pos = torch.stack(torch.meshgrid(*axes_grid, indexing="ij"), -1).reshape(
+                    -1, layer.data_dim
+                )
                 m = layer.mask(pos).reshape(*[len(a) for a in axes_grid]).float().cpu()
                 ax.plot(m.numpy()) if m.dim() == 1 else ax.imshow(m.reshape(m.shape[0], -1).numpy())
                 ax.set_title("mask", fontsize=7)
@@ -124,7 +132,9 @@ class KernelPlotCallback(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         fitting = trainer.state.fn == "fit"
         if self.every_epoch and fitting and trainer.is_global_zero and not trainer.sanity_checking:
-            path = plot_kernels(pl_module.network, self.out_dir / f"kernels_epoch{trainer.current_epoch:03d}.png")
+            path = plot_kernels(
+                pl_module.network, self.out_dir / f"kernels_epoch{trainer.current_epoch:03d}.png"
+            )
             logger = trainer.logger
             if path is not None and logger is not None and hasattr(logger, "log_image"):
                 logger.log_image(key="kernels", images=[str(path)])

@@ -53,7 +53,9 @@ class ClassificationModule(L.LightningModule):
         self.schedule = schedule or ScheduleSettings()
         self.loss_terms = list(loss_terms or [])
         if self.optim.weight_decay > 0 and self.optim.weight_decay_type == "published":
-            self.loss_terms.append(("weight_decay", self.optim.weight_decay, published_weight_decay))
+            self.loss_terms.append(
+                ("weight_decay", self.optim.weight_decay, published_weight_decay)
+            )
         self.report_top5 = report_top5 and num_classes > 5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,7 +107,9 @@ class ClassificationModule(L.LightningModule):
         trainer = self.trainer
         max_epochs = max(1, trainer.max_epochs or 1)
         total_steps = trainer.estimated_stepping_batches
-        steps_per_epoch = max(1, int(total_steps // max_epochs)) if total_steps != float("inf") else 1
+        steps_per_epoch = (
+            max(1, int(total_steps // max_epochs)) if total_steps != float("inf") else 1
+        )
         scheduler = build_scheduler(optimizer, self.schedule, steps_per_epoch, max_epochs)
         if scheduler is None:
             return optimizer

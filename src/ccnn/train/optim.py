@@ -61,15 +61,19 @@ def build_optimizer(model: nn.Module, s: OptimSettings) -> torch.optim.Optimizer
     cls = getattr(torch.optim, s.name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         known = sorted(
-            n for n in dir(torch.optim)
-            if isinstance(getattr(torch.optim, n), type) and issubclass(getattr(torch.optim, n), torch.optim.Optimizer) and n != "Optimizer"
+            n
+            for n in dir(torch.optim)
+            if isinstance(getattr(torch.optim, n), type)
+            and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
+            and n != "Optimizer"
         )
         raise OptimConfigError(f"Unknown optimizer '{s.name}' (optimizer.name); supported: {known}")
     if s.lr <= 0:
         raise OptimConfigError(f"optimizer.lr must be > 0, got {s.lr}")
     if s.weight_decay_type not in WEIGHT_DECAY_TYPES:
         raise OptimConfigError(
-            f"Unknown weight_decay_type '{s.weight_decay_type}'; supported: {list(WEIGHT_DECAY_TYPES)}"
+            f"Unknown weight_decay_type '{s.weight_decay_type}'; "
+            f"supported: {list(WEIGHT_DECAY_TYPES)}"
         )
     groups = parameter_groups(model, (MASK, OMEGA_0))
     lr_factor = {"default": 1.0, MASK: s.mask_lr_ratio, OMEGA_0: s.omega_0_lr_factor}
@@ -96,15 +100,15 @@ def published_weight_decay(model: nn.Module) -> torch.Tensor:
                 continue
             total = p.norm() if total is None else total + p.norm()
         if isinstance(module, ContinuousConv) and module.last_kernel is not None:
-            total = module.last_kernel.norm() if total is None else total + module.last_kernel.norm()
+            total = (
+                module.last_kernel.norm() if total is None else total + module.last_kernel.norm()
+            )
     if total is None:
         return torch.zeros(())
     return total
 
 
-def lr_lambda(
-    s: ScheduleSettings, steps_per_epoch: int, total_epochs: int
-):
+def lr_lambda(s: ScheduleSettings, steps_per_epoch: int, total_epochs: int):
     """Per-step LR factor for warm-up + cosine / multistep / exponential (None: constant)."""
     name = (s.name or "").lower()
     warmup = max(0, int(round(s.warmup_epochs * steps_per_epoch))) if s.warmup_epochs > 0 else 0
@@ -138,19 +142,31 @@ def build_scheduler(
     """A Lightning ``lr_scheduler`` config dict, or None for a constant learning rate."""
     name = (s.name or "").lower()
     if name not in SCHEDULERS:
-        raise OptimConfigError(f"Unknown scheduler '{s.name}' (scheduler.name); supported: {[n for n in SCHEDULERS if n]}")
+        raise OptimConfigError(
+            f"Unknown scheduler '{s.name}' (scheduler.name); "
+            f"supported: {[n for n in SCHEDULERS if n]}"
+        )
     if name in ("multistep", "exponential", "plateau") and s.factor <= 0:
-        raise OptimConfigError(f"scheduler.factor must be > 0 for scheduler '{name}', got {s.factor}")
+        raise OptimConfigError(
+            f"scheduler.factor must be > 0 for scheduler '{name}', got {s.factor}"
+        )
     if name == "plateau":
         if s.warmup_epochs > 0:
             raise OptimConfigError(
-                "scheduler.name=plateau cannot be combined with warm-up; set scheduler.warmup_epochs=-1"
+                "scheduler.name=plateau cannot be combined with warm-up; "
+                "set scheduler.warmup_epochs=-1"
             )
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=s.mode, factor=s.factor, patience=max(s.patience, 0)
         )
-        return {"scheduler": sched, "interval": "epoch", "monitor": "val/acc" if s.mode == "max" else "val/loss"}
+        return {
+            "scheduler": sched,
+            "interval": "epoch",
+            "monitor": "val/acc" if s.mode == "max" else "val/loss",
+        }
     if name in ("", "none") and s.warmup_epochs <= 0:
         return None
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(s, steps_per_epoch, total_epochs))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(s, steps_per_epoch, total_epochs)
+    )
     return {"scheduler": sched, "interval": "step"}

@@ -26,14 +26,16 @@ def resolve_checkpoint(filename: str) -> Path:
 
 
 def network_state(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The network's weights from a Lightning checkpoint (``network.*`` keys) or a plain state dict."""
+    """Network weights from a Lightning checkpoint (``network.*`` keys) or a plain state dict."""
     state = checkpoint.get("state_dict", checkpoint)
     if any(k.startswith("network.") for k in state):
-        state = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
+        state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
     return state
 
 
-def load_pretrained(network: nn.Module, filename: str, alias: str = "best", strict: bool = True) -> Path:
+def load_pretrained(
+    network: nn.Module, filename: str, alias: str = "best", strict: bool = True
+) -> Path:
     path = resolve_checkpoint(filename)
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     try:
@@ -47,6 +49,7 @@ def load_pretrained(network: nn.Module, filename: str, alias: str = "best", stri
     if strict and (missing or unexpected):
         raise RunConfigError(
             f"Checkpoint {path} does not match this network: missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}. Build the network with the options it was trained with."
+            f"unexpected keys {unexpected[:5]}. Build the network with the options it was "
+            "trained with."
         )
     return path

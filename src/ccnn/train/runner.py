@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 
 from ccnn.train.callbacks import AtomicCheckpointIO, KernelPlotCallback, write_json
 from ccnn.train.module import ClassificationModule
+
+# Noise from Lightning internals that users cannot act on.
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 class RunConfigError(ValueError):
@@ -75,7 +80,9 @@ def precision_for(accelerator: str, mixed: bool) -> str:
     return "bf16-mixed"
 
 
-def build_trainer(s: TrainerSettings, extra_callbacks: list | None = None) -> tuple[L.Trainer, ModelCheckpoint]:
+def build_trainer(
+    s: TrainerSettings, extra_callbacks: list | None = None
+) -> tuple[L.Trainer, ModelCheckpoint]:
     accelerator = resolve_accelerator(s.device)
     strategy: Any = "auto"
     devices: Any = "auto"
@@ -88,7 +95,9 @@ def build_trainer(s: TrainerSettings, extra_callbacks: list | None = None) -> tu
                 "train.distributed=False (or run on a multi-GPU machine)"
             )
         if wanted > available and accelerator == "gpu":
-            raise RunConfigError(f"train.avail_gpus={wanted} but only {available} GPUs are available")
+            raise RunConfigError(
+                f"train.avail_gpus={wanted} but only {available} GPUs are available"
+            )
         strategy = "ddp" if accelerator == "gpu" else "ddp_spawn"
         devices = wanted
     run_dir = Path(s.run_dir)
@@ -102,10 +111,18 @@ def build_trainer(s: TrainerSettings, extra_callbacks: list | None = None) -> tu
     )
     # Lightning only refreshes save_last when a top-k checkpoint is saved; keep our own
     # last.ckpt, overwritten after every epoch, so an interrupted run can always resume.
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
-    callbacks: list = [checkpoint, last, EarlyStopping(monitor=s.monitor, mode="max", patience=max(1, s.patience))]
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False
+    )
+    callbacks: list = [
+        checkpoint,
+        last,
+        EarlyStopping(monitor=s.monitor, mode="max", patience=max(1, s.patience)),
+    ]
     if s.plot_kernels:
-        callbacks.append(KernelPlotCallback(run_dir / "kernels", every_epoch=s.plot_kernels_every_epoch))
+        callbacks.append(
+            KernelPlotCallback(run_dir / "kernels", every_epoch=s.plot_kernels_every_epoch)
+        )
     loggers = _loggers(s, run_dir)
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
@@ -199,11 +216,15 @@ def fit_and_test(
     trainer, checkpoint = build_trainer(s, extra_callbacks)
     results: dict[str, Any] = {"params": count_parameters(module.network)}
     if test_before_train:
-        results["test_before_train"] = _metrics(trainer.test(module, datamodule=datamodule, verbose=False), "test")
+        results["test_before_train"] = _metrics(
+            trainer.test(module, datamodule=datamodule, verbose=False), "test"
+        )
     if do_train:
         ckpt = s.resume_from or None
         if ckpt and not Path(ckpt).exists():
-            raise RunConfigError(f"Cannot resume: checkpoint '{ckpt}' does not exist (train.resume)")
+            raise RunConfigError(
+                f"Cannot resume: checkpoint '{ckpt}' does not exist (train.resume)"
+            )
         if ckpt:
             done = torch.load(ckpt, map_location="cpu", weights_only=False).get("epoch", -1) + 1
             if done >= s.epochs:
@@ -225,12 +246,21 @@ def fit_and_test(
         val_ckpt = best if best and Path(best).exists() else None
         # evaluate on one device so every example counts exactly once
         evaluator = _single_device_trainer(s) if s.distributed else trainer
-        results["val"] = _metrics(evaluator.validate(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False), "val")
-        results["test"] = _metrics(evaluator.test(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False), "test")
+        results["val"] = _metrics(
+            evaluator.validate(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False),
+            "val",
+        )
+        results["test"] = _metrics(
+            evaluator.test(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False), "test"
+        )
     else:
         results["epochs"] = 0
-        results["val"] = _metrics(trainer.validate(module, datamodule=datamodule, verbose=False), "val")
-        results["test"] = _metrics(trainer.test(module, datamodule=datamodule, verbose=False), "test")
+        results["val"] = _metrics(
+            trainer.validate(module, datamodule=datamodule, verbose=False), "val"
+        )
+        results["test"] = _metrics(
+            trainer.test(module, datamodule=datamodule, verbose=False), "test"
+        )
     results["wall_time_s"] = round(time.time() - start, 3)
     results.update(extra_results or {})
     if config is not None:
