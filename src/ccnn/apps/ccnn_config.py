@@ -263,6 +263,12 @@ def validate(cfg: DictConfig) -> None:
         f"train.batch_size={cfg.train.batch_size} must be divisible by "
         f"train.accumulate_grad_steps={cfg.train.accumulate_grad_steps}",
     )
+    _require(
+        cfg.conv.padding == "same",
+        f"conv.padding={cfg.conv.padding!r} is not supported; convolutions keep the input size "
+        "(conv.padding=same)",
+    )
+    _require(cfg.conv.stride == 1, f"conv.stride={cfg.conv.stride} is not supported; use 1")
     conv_type = cfg.conv.type
     if conv_type not in POINT_CONVS:
         CONVS.get(conv_type)

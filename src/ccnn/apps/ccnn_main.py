@@ -43,7 +43,9 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
     if cfg.pretrained.load:
         load_pretrained(network, cfg.pretrained.filename, alias=cfg.pretrained.alias)
     optim, schedule = optim_settings(cfg)
-    module = ClassificationModule(network, meta.num_classes, optim, schedule)
+    module = ClassificationModule(
+        network, meta.num_classes, optim, schedule, track_grad_norm=cfg.train.track_grad_norm
+    )
     results = fit_and_test(
         module,
         datamodule,

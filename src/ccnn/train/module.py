@@ -34,6 +34,7 @@ class ClassificationModule(L.LightningModule):
         optim, schedule: optimiser and LR-schedule settings.
         loss_terms: extra ``(name, weight, fn)`` terms added to the training loss.
         report_top5: also log top-5 accuracy.
+        track_grad_norm: log the gradient p-norm (``train.track_grad_norm``; -1 = off).
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class ClassificationModule(L.LightningModule):
         schedule: ScheduleSettings | None = None,
         loss_terms: list[tuple[str, float, LossTerm]] | None = None,
         report_top5: bool = False,
+        track_grad_norm: float = -1,
     ):
         super().__init__()
         self.network = network
@@ -57,6 +59,16 @@ class ClassificationModule(L.LightningModule):
                 ("weight_decay", self.optim.weight_decay, published_weight_decay)
             )
         self.report_top5 = report_top5 and num_classes > 5
+        self.track_grad_norm = track_grad_norm
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.track_grad_norm > 0:
+            from lightning.pytorch.utilities import grad_norm
+
+            norms = grad_norm(self.network, norm_type=self.track_grad_norm)
+            key = f"grad_{float(self.track_grad_norm)}_norm_total"
+            if key in norms:
+                self.log("train/grad_norm", norms[key], on_step=True, on_epoch=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
