@@ -15,15 +15,18 @@ Writes ``benchmarks/results/bench_pointcloud.json``:
   into 4 accumulation steps of 4 (``train.batch_size=16 train.accumulate_grad_steps=4``). Memory
   grows linearly with the micro-batch (~5 GB per cloud), so on this CPU we time micro-batches of
   ``--micro-batch`` clouds (default 1) and report the time of a 16-cloud step as
-  ``16 / micro_batch`` micro-steps. Peak memory: the ``torch.profiler`` CPU allocator peak of one
-  micro-step (a full 16-cloud batch would need ~16x the 1-cloud figure).
+  ``16 / micro_batch`` micro-steps. Peak memory: growth of the process's peak resident set size
+  over the RSS before the first step (Linux ``ru_maxrss``; torch's CPU allocator returns memory to
+  the OS, so this is the step's peak working set). A 16-cloud micro-batch would need ~16x it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -90,12 +93,9 @@ def bench_model(micro_batch: int, num_points: int, repeats: int) -> dict:
         net.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(net(x), y).backward()
 
+    baseline = _rss_bytes()
     seconds = timeit(step, repeats)
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    peak = _peak_bytes(prof)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
     return {
         "micro_batch": micro_batch,
         "num_points": num_points,
@@ -107,16 +107,14 @@ def bench_model(micro_batch: int, num_points: int, repeats: int) -> dict:
     }
 
 
-def _peak_bytes(prof) -> int:
-    """Peak of live CPU allocations, replayed from the profiler's ``[memory]`` events."""
-    events = sorted(
-        (e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start
-    )
-    live = peak = 0
-    for e in events:
-        live += e.cpu_memory_usage
-        peak = max(peak, live)
-    return peak
+def _rss_bytes() -> int:
+    """Current resident set size (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _previous_knn() -> list[dict]:
+    return json.loads(RESULTS.read_text())["knn"] if RESULTS.is_file() else []
 
 
 def main() -> None:
@@ -124,12 +122,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--micro-batch", type=int, default=1)
+    parser.add_argument("--skip-knn", action="store_true", help="keep the stored kNN results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} thread(s)",
-        "knn": bench_knn(args.quick),
+        "knn": _previous_knn() if args.skip_knn else bench_knn(args.quick),
         "ccnn_4_110": bench_model(args.micro_batch, 512, 1 if args.quick else 2),
     }
     print(json.dumps(results["ccnn_4_110"], indent=2))

@@ -334,3 +334,13 @@ def test_magnet_initialisations_follow_their_flavour():
         "MAGNet", data_dim=1, out_channels=1, omega_0=5.0, causal=True, init_spatial_value=0.125
     )
     assert all(((m > 0.875 - 1e-6) & (m <= 1.0)).all() for m in causal.mus)
+
+
+@pytest.mark.parametrize("kernel_type", ["MAGNet", "Gabor"])
+@pytest.mark.parametrize("data_dim", [2, 3])
+def test_gabor_envelope_fast_path_equals_reference(kernel_type, data_dim):
+    torch.manual_seed(0)
+    net = build_kernel_net(kernel_type, data_dim=data_dim, out_channels=3, omega_0=20.0).double()
+    x = torch.rand(200, data_dim, dtype=torch.float64) * 2 - 1
+    for l in range(len(net.filter_linears)):
+        torch.testing.assert_close(net.envelope(l, x), net.envelope_reference(l, x), rtol=1e-10, atol=1e-12)

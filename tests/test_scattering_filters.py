@@ -64,7 +64,9 @@ def test_filter_properties(L):
     torch.testing.assert_close(psi.flip(-1, -2), psi.conj())  # Hermitian: FFT is real
     theta = orientation_angles(L)
     assert theta[0] == pytest.approx((math.floor(L / 2 - 1)) * math.pi / L)
-    torch.testing.assert_close(theta[:-1] - theta[1:], torch.full((L - 1,), math.pi / L, dtype=theta.dtype))
+    torch.testing.assert_close(
+        theta[:-1] - theta[1:], torch.full((L - 1,), math.pi / L, dtype=theta.dtype)
+    )
     phi = gaussian_2d(7)
     assert phi.argmax() == 24 and (phi > 0).all()  # centred
 
@@ -98,7 +100,9 @@ def test_mixing_horizon_arithmetic():
 # ---------------------------------------------------------------------------------------
 def _perturbed_block(c, L, K, groups, modulus, lowpass_only=False, dtype=torch.float64):
     torch.manual_seed(0)
-    blk = ScatteringBlock(c, L, K, groups=groups, modulus_type=modulus, lowpass_only=lowpass_only).to(dtype)
+    blk = ScatteringBlock(
+        c, L, K, groups=groups, modulus_type=modulus, lowpass_only=lowpass_only
+    ).to(dtype)
     with torch.no_grad():
         for p in blk.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -132,7 +136,8 @@ def test_fuse_pool_kernel_is_full_convolution():
             ref[..., a : a + 3, b : b + 3] += p[a, b] * w
     torch.testing.assert_close(fused, ref)
     assert should_fuse(7) and should_fuse(3) and not should_fuse(1)
-    assert should_fuse(7, positions=128 * 56 * 56) and not should_fuse(7, positions=4)
+    assert should_fuse(7, positions=128 * 56 * 56) and should_fuse(7, positions=125)
+    assert not should_fuse(7, positions=124) and not should_fuse(7, positions=2 * 4 * 4)
     assert not should_fuse(1, positions=10**6)
     assert should_fuse(7, False) is False and should_fuse(1, True) is True
 
@@ -150,8 +155,12 @@ def test_scattering_init_structure():
         src, ell = divmod(o, L)
         for i in range(m):
             own = i == src % m
-            torch.testing.assert_close(blk.weight_re[o, i], bank["psi"][ell].real.float() if own else torch.zeros(K, K))
-            torch.testing.assert_close(blk.weight_im[o, i], bank["psi"][ell].imag.float() if own else torch.zeros(K, K))
+            torch.testing.assert_close(
+                blk.weight_re[o, i], bank["psi"][ell].real.float() if own else torch.zeros(K, K)
+            )
+            torch.testing.assert_close(
+                blk.weight_im[o, i], bank["psi"][ell].imag.float() if own else torch.zeros(K, K)
+            )
     assert torch.equal(blk.pool, torch.full((2, 2), 0.25))
     rnd = ScatteringBlock(c, L, K, groups=groups, init="random")
     assert (rnd.weight_re != 0).float().mean() > 0.99

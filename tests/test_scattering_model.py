@@ -9,7 +9,8 @@ import torch
 
 from ccnn.models.scattering_net import ScatteringNet, describe_scattering_net
 
-# id: (n_blocks, L, modulus, mixing_horizon, final channels, final side, linear (no GAP), linear (GAP))
+# id: (n_blocks, L, modulus, mixing_horizon, final channels, final side,
+#      linear params without GAP, linear params with GAP)
 EXPERIMENTS = {
     "A": (5, 4, "complex_modulus", None, 1875, 7, 92e6, 1.9e6),
     "B": (5, 4, "complex_modulus", 27, 1875, 7, 92e6, 1.9e6),
@@ -31,13 +32,16 @@ def _rel(a: float, b: float) -> float:
 @pytest.mark.parametrize("gap", [False, True])
 def test_experiment_counts_at_224(exp, gap):
     n, L, mod, h, c_out, side, lin, lin_gap = EXPERIMENTS[exp]
-    kw = dict(n_blocks=n, L=L, modulus_type=mod, lowpass_last=True, mixing_horizon=h, global_avg_pool=gap)
+    kw = dict(
+        n_blocks=n, L=L, modulus_type=mod, lowpass_last=True, mixing_horizon=h, global_avg_pool=gap
+    )
     spec = describe_scattering_net(1000, 3, 224, **kw)
     assert spec.channels[-1] == c_out == 3 * (1 + L) ** (n - 1)
     assert spec.spatial == (side, side)
     expected_linear = (c_out if gap else c_out * side * side) * 1000 + 1000
     assert spec.n_params_linear == expected_linear
-    assert _rel(spec.n_params_linear, lin_gap if gap else lin) < 0.02  # the plan's table (2-3 digits)
+    # the plan's table, rounded to 2-3 digits
+    assert _rel(spec.n_params_linear, lin_gap if gap else lin) < 0.02
     # the module built on the meta device (no memory) has exactly the analytic counts
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -58,8 +62,9 @@ def test_classifier_example_from_spec():
 
 def test_extractor_counts_by_hand():
     # 2 blocks, L=2, K=3, no lowpass-last, full mixing, phase_relu
-    spec = describe_scattering_net(10, 3, 32, n_blocks=2, L=2, kernel_size=3, modulus_type="phase_relu",
-                                   lowpass_last=False)  # fmt: skip
+    spec = describe_scattering_net(
+        10, 3, 32, n_blocks=2, L=2, kernel_size=3, modulus_type="phase_relu", lowpass_last=False
+    )
     b1 = 3 * 5 * 3 * 9 + 4 + 4 * 6  # (φ + 2L ψ) × C_in × K², pool, phase weights
     b2 = 9 * 5 * 9 * 9 + 4 + 4 * 18
     assert spec.n_params_extractor == b1 + b2
@@ -76,8 +81,17 @@ def test_mixing_horizon_warning_at_model_level():
 @pytest.mark.parametrize("gap", [False, True])
 def test_small_forward_backward(mod, gap):
     torch.manual_seed(0)
-    model = ScatteringNet(7, 3, 32, n_blocks=3, L=2, kernel_size=5, modulus_type=mod, lowpass_last=True,
-                          global_avg_pool=gap)  # fmt: skip
+    model = ScatteringNet(
+        7,
+        3,
+        32,
+        n_blocks=3,
+        L=2,
+        kernel_size=5,
+        modulus_type=mod,
+        lowpass_last=True,
+        global_avg_pool=gap,
+    )
     x = torch.randn(4, 3, 32, 32)
     feats = model.extractor(x)
     assert feats.shape == (4, 27, 4, 4)

@@ -1,14 +1,19 @@
 """Regenerate ``scattering_filters.npz``: Kymatio's own filters on K×K grids.
 
-Run with Kymatio importable (it is NOT a dependency of ccnn; e.g. ``pip install --target
-/tmp/kymref kymatio`` and then ``PYTHONPATH=/tmp/kymref python tests/reference/make_scattering_reference.py``).
-Stored for each K in KS and L in LS (Kymatio 0.3.0, whose version is recorded in the file):
+Run with Kymatio importable (it is NOT a dependency of ccnn), e.g.::
 
-* ``psi_offset_K{K}_L{L}``  (L, K, K) complex64  ``morlet_2d(K, K, 0.8, θ_ℓ, 3π/4, 4/L, offset=-(K//2))``
-* ``psi_shift_K{K}_L{L}``   (L, K, K) complex64  ``fftshift(morlet_2d(K, K, 0.8, θ_ℓ, 3π/4, 4/L))``
-* ``psi_bank_K{K}_L{L}``    (L, K, K) complex128 ``fftshift(ifft2(filter_bank(K, K, 1, L)['psi'][ℓ]['levels'][0]))``
-* ``phi_offset_K{K}``       (K, K)   float32    ``real(gabor_2d(K, K, 0.8, 0, 0, offset=-(K//2)))``
-* ``phi_bank_K{K}_L{L}``    (K, K)   float64    ``real(fftshift(ifft2(filter_bank(K, K, 1, L)['phi']['levels'][0])))``
+    pip install --target /tmp/kymref kymatio
+    PYTHONPATH=/tmp/kymref python tests/reference/make_scattering_reference.py
+
+Stored for each K in KS and L in LS (Kymatio 0.3.0; the version is recorded in the file),
+with ``mor(...) = morlet_2d(K, K, 0.8, θ_ℓ, 3π/4, 4/L, ...)`` and ``fb = filter_bank(K, K, 1, L)``:
+
+* ``psi_offset_K{K}_L{L}`` (L, K, K) complex64: ``mor(offset=-(K//2))``
+* ``psi_shift_K{K}_L{L}``  (L, K, K) complex64: ``fftshift(mor())``
+* ``psi_bank_K{K}_L{L}``   (L, K, K) complex128: ``fftshift(ifft2(fb['psi'][ℓ]['levels'][0]))``
+* ``phi_offset_K{K}``      (K, K) float32: ``real(gabor_2d(K, K, 0.8, 0, 0, offset=-(K//2)))``
+* ``phi_bank_K{K}_L{L}``   (K, K) float64: ``real(fftshift(ifft2(fb['phi']['levels'][0])))``
+
 with θ_ℓ = (int(L − L/2 − 1) − ℓ)·π/L (Kymatio's order).
 """
 

@@ -51,7 +51,9 @@ def find_classes(root: str | os.PathLike) -> list[str]:
     """Sorted names of the class sub-folders of ``root``."""
     root = Path(root)
     if not root.is_dir():
-        raise DataConfigError(f"image folder {root} does not exist (expected <data-dir>/train, /val)")
+        raise DataConfigError(
+            f"image folder {root} does not exist (expected <data-dir>/train, /val)"
+        )
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
     if not classes:
         raise DataConfigError(f"no class sub-folders in {root}")
@@ -168,7 +170,9 @@ class FakeImageDataset(Dataset):
 
     epoch_aware = False
 
-    def __init__(self, length: int, num_classes: int, image_size: int, channels: int = 3, seed: int = 0):
+    def __init__(
+        self, length: int, num_classes: int, image_size: int, channels: int = 3, seed: int = 0
+    ):
         self.length, self.num_classes = length, num_classes
         self.shape, self.seed = (channels, image_size, image_size), seed
         gen = torch.Generator().manual_seed(seed)

@@ -86,7 +86,9 @@ def describe_scattering_net(
 class ScatteringHead(nn.Module):
     """[global average pool] → BatchNorm2d → flatten → Linear. ``(b, c, h, w) → (b, k)``."""
 
-    def __init__(self, channels: int, spatial: tuple[int, int], num_classes: int, global_avg_pool: bool):
+    def __init__(
+        self, channels: int, spatial: tuple[int, int], num_classes: int, global_avg_pool: bool
+    ):
         super().__init__()
         self.global_avg_pool = global_avg_pool
         self.norm = nn.BatchNorm2d(channels)
@@ -142,19 +144,34 @@ class ScatteringNet(nn.Module):
         if n_blocks < 1:
             raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
         self.spec = describe_scattering_net(
-            num_classes, in_channels, input_size, n_blocks, L, kernel_size, modulus_type,
-            lowpass_last, mixing_horizon, global_avg_pool, warn=True,
-        )  # fmt: skip
+            num_classes,
+            in_channels,
+            input_size,
+            n_blocks,
+            L,
+            kernel_size,
+            modulus_type,
+            lowpass_last,
+            mixing_horizon,
+            global_avg_pool,
+            warn=True,
+        )
         if min(self.spec.spatial) < 1:
             raise ValueError(f"input size {input_size} is too small for {n_blocks} blocks")
         blocks = []
         for i, (c, g) in enumerate(zip(self.spec.channels[:-1], self.spec.groups)):
             blocks.append(
                 ScatteringBlock(
-                    c, L, kernel_size, modulus_type=modulus_type, groups=g,
-                    lowpass_only=lowpass_last and i == n_blocks - 1, init=init, fuse=fuse,
+                    c,
+                    L,
+                    kernel_size,
+                    modulus_type=modulus_type,
+                    groups=g,
+                    lowpass_only=lowpass_last and i == n_blocks - 1,
+                    init=init,
+                    fuse=fuse,
                 )
-            )  # fmt: skip
+            )
         self.extractor = nn.Sequential(*blocks)
         self.head = ScatteringHead(
             self.spec.channels[-1], self.spec.spatial, num_classes, global_avg_pool

@@ -31,6 +31,17 @@ from ccnn.nn.kernels import (
 from ccnn.nn.layers import get_activation, get_dropout, get_norm
 from ccnn.nn.masks import MASKS, GaussianMask, build_mask
 from ccnn.nn.params import parameter_groups, tag_parameter, tagged_parameters
+from ccnn.nn.pointconv import (
+    POINT_CONVS,
+    Neighbourhood,
+    PointConv,
+    PointFlexConv,
+    SeparablePointFlexConv,
+    SeparablePointFlexConvDist,
+    build_neighbourhood,
+    build_point_conv,
+    knn,
+)
 from ccnn.nn.resolution import at_resolution, set_resolution
 from ccnn.nn.srf import SRFConv
 

@@ -205,13 +205,30 @@ class _GaborNet(_MultiplicativeFilterNet):
             return 1.0 - isv * torch.rand(hidden, self.data_dim)
         return isv * (2 * torch.rand(hidden, self.data_dim) - 1)
 
-    def filter(self, l: int, x: torch.Tensor) -> torch.Tensor:
+    def envelope(self, l: int, x: torch.Tensor) -> torch.Tensor:
+        """Gaussian envelope of Gabor layer ``l``. Shapes: ``(p, d) -> (p, h)``.
+
+        For ``d > 1`` the squared Mahalanobis distance is expanded into matrix products,
+        ``sum_d g_d^2 (x_d - mu_d)^2 = x^2 @ (g^2)^T - 2 x @ (g^2 mu)^T + sum_d g_d^2 mu_d^2``,
+        which never materialises a ``(p, h, d)`` tensor (point clouds evaluate the kernel at
+        every edge). :meth:`envelope_reference` is the direct formula.
+        """
+        if x.shape[-1] == 1:
+            return self.envelope_reference(l, x)
+        gamma, mu = self.gammas[l], self.mus[l]  # (h, d or 1), (h, d)
+        g2 = gamma.pow(2) if self.anisotropic else gamma.expand_as(mu)  # (h, d)
+        q = x.pow(2) @ g2.t() - 2 * x @ (g2 * mu).t() + (g2 * mu.pow(2)).sum(-1)  # (p, h)
+        return torch.exp(-0.5 * q.clamp_min(0))
+
+    def envelope_reference(self, l: int, x: torch.Tensor) -> torch.Tensor:
+        """Direct evaluation of :meth:`envelope` (reference for tests)."""
         diff = x[:, None, :] - self.mus[l][None]  # (p, h, d)
         if self.anisotropic:
-            envelope = torch.exp(-0.5 * (self.gammas[l][None] * diff).pow(2).sum(-1))  # (p, h)
-        else:
-            envelope = torch.exp(-0.5 * self.gammas[l][None, :, 0] * diff.pow(2).sum(-1))
-        return envelope * torch.sin(self.filter_linears[l](x))  # (p, h)
+            return torch.exp(-0.5 * (self.gammas[l][None] * diff).pow(2).sum(-1))  # (p, h)
+        return torch.exp(-0.5 * self.gammas[l][None, :, 0] * diff.pow(2).sum(-1))
+
+    def filter(self, l: int, x: torch.Tensor) -> torch.Tensor:
+        return self.envelope(l, x) * torch.sin(self.filter_linears[l](x))  # (p, h)
 
 
 @KERNELS.register("MAGNet")

@@ -30,7 +30,7 @@ Hermitian (ψ(−u) = conj ψ(u)), so Kymatio's "real part of the FFT" step chan
 
 Block (input ``c`` channels, output ``c(1+L)`` channels, or ``c`` with ``lowpass_only``)::
 
-    y_φ = pool(W_φ ⋆ x),  a = pool(W_re ⋆ x),  b = pool(W_im ⋆ x)      (stride 1, pad K//2, groups g)
+    y_φ = pool(W_φ ⋆ x),  a = pool(W_re ⋆ x),  b = pool(W_im ⋆ x)   (stride 1, pad K//2, groups g)
     out = cat(y_φ, M(a, b))       M = sqrt(a² + b² + 1e-8)         (complex_modulus)
                                   M = Σ_j v_j ReLU([a, b, −a, −b]_j)  (phase_relu, v_j = 1/√2)
 
@@ -67,6 +67,7 @@ XI = 3.0 * math.pi / 4.0
 KYMATIO_PI = 3.1415  # Kymatio's normalisation constant Z = 2·3.1415·σ²/slant (not math.pi)
 MODULUS_TYPES = ("complex_modulus", "phase_relu")
 MODULUS_EPS = 1e-8
+BUILD_COST = 64  # multiply-adds charged per fused-kernel tap (see should_fuse)
 
 
 # ----------------------------------------------------------------------------------------
@@ -186,11 +187,14 @@ def should_fuse(kernel_size: int, fuse: bool | str = "auto", positions: int | No
     (output channel, input channel) pair over ``positions = batch·H·W`` input pixels:
 
     * unfused: ``positions·K²`` (the pool is negligible);
-    * fused: ``positions/4·(K+1)²`` plus ``4·(K+1)²`` to build the fused kernel every forward.
+    * fused: ``positions/4·(K+1)²`` for the conv, plus building the fused kernel every forward:
+      four memory-bound passes over (K+1)² weights, charged ``BUILD_COST = 64`` multiply-adds
+      per weight tap (16 per pass; elementwise passes run far below conv throughput).
 
-    Fuse when the fused count is smaller (``positions=None``: ignore the build cost). For every
-    odd K ≥ 3 and realistic inputs that is fused (K=7: 3.06× fewer), for K=1 never, and for
-    tiny inputs (e.g. K=7 on a 2×2 map with batch 1) the plain path.
+    Fuse when the fused count is smaller (``positions=None``: compare the convs only). For
+    K=7 that means fused for ``positions > 124`` (3.06× fewer conv multiply-adds; every real
+    training batch), plain for tiny maps (e.g. batch 2 at 4×4, where the kernel build of a
+    large mixing weight would dominate), and never for K=1.
     """
     if isinstance(fuse, bool):
         return fuse
@@ -199,7 +203,7 @@ def should_fuse(kernel_size: int, fuse: bool | str = "auto", positions: int | No
     k2, kf2 = kernel_size**2, (kernel_size + 1) ** 2
     if positions is None:
         return kf2 / 4 < k2
-    return positions * kf2 / 4 + 4 * kf2 < positions * k2
+    return positions * kf2 / 4 + BUILD_COST * kf2 < positions * k2
 
 
 def fuse_pool_kernel(weight: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
@@ -279,7 +283,9 @@ class ScatteringBlock(nn.Module):
     @torch.no_grad()
     def reset_filters(self, init: str = "scattering", sigma: float = SIGMA, xi: float = XI):
         """(Re-)initialise the conv weights (pool and phase weights are left alone)."""
-        weights = [self.weight_phi] + ([] if self.lowpass_only else [self.weight_re, self.weight_im])
+        weights = [self.weight_phi] + (
+            [] if self.lowpass_only else [self.weight_re, self.weight_im]
+        )
         if init == "random":
             for w in weights:
                 nn.init.kaiming_uniform_(w, a=math.sqrt(5))  # nn.Conv2d's default
@@ -302,15 +308,18 @@ class ScatteringBlock(nn.Module):
             self.weight_im[out, src] = psi.imag.to(self.weight_im)
 
     def conv_weight(self) -> torch.Tensor:
-        """All filters in one grouped-conv weight, per group ``[φ, re, im]``: ``(c(1+2L), m, k, k)``."""
+        """All filters in one grouped conv weight, per group ``[φ, re, im]``; (c(1+2L), m, k, k)."""
         if self.lowpass_only:
             return self.weight_phi
         g, k = self.groups, self.kernel_size
-        parts = [w.reshape(g, -1, w.shape[1], k, k) for w in (self.weight_phi, self.weight_re, self.weight_im)]
+        parts = [
+            w.reshape(g, -1, w.shape[1], k, k)
+            for w in (self.weight_phi, self.weight_re, self.weight_im)
+        ]
         return torch.cat(parts, dim=1).flatten(0, 1)  # (g·(c+2cL)/g, m, k, k)
 
     def _split(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Undo :meth:`conv_weight`'s per-group order → (φ (b,c,h,w), a (b,cL,h,w), b (b,cL,h,w))."""
+        """Undo :meth:`conv_weight`'s order → φ ``(b,c,h,w)``, a and b ``(b,cL,h,w)``."""
         g, c, L = self.groups, self.in_channels, self.L
         b, _, h, w = y.shape
         y = y.reshape(b, g, -1, h, w)  # (b, g, (c + 2cL)/g, h, w)
@@ -321,18 +330,20 @@ class ScatteringBlock(nn.Module):
         return phi, re, im
 
     def linear_part(self, x: torch.Tensor, fuse: bool | None = None) -> torch.Tensor:
-        """Convolution + 2×2 pool, fused or the plain reference path. ``(b,c,h,w) → (b,n,h/2,w/2)``."""
+        """Conv + 2×2 pool, fused or the plain reference path. ``(b,c,h,w) → (b,n,h/2,w/2)``."""
         fuse = self.fuse if fuse is None else fuse
         fuse = should_fuse(self.kernel_size, fuse, x.shape[0] * x.shape[2] * x.shape[3])
         weight, pad = self.conv_weight(), self.kernel_size // 2
         if fuse:
-            return F.conv2d(x, fuse_pool_kernel(weight, self.pool), stride=2, padding=pad, groups=self.groups)
+            return F.conv2d(
+                x, fuse_pool_kernel(weight, self.pool), stride=2, padding=pad, groups=self.groups
+            )
         y = F.conv2d(x, weight, padding=pad, groups=self.groups)  # (b, n, h, w)
         pool = self.pool.to(y.dtype).expand(y.shape[1], 1, 2, 2)
         return F.conv2d(y, pool, stride=2, groups=y.shape[1])  # (b, n, h/2, w/2)
 
     def modulus(self, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
-        """Complex modulus or phase-ReLU of ``re + i·im``; ``(b, cL, h, w)`` each → ``(b, cL, h, w)``."""
+        """Complex modulus or phase-ReLU of ``re + i·im``: ``(b, cL, h, w)`` each → same."""
         if self.modulus_type == "complex_modulus":
             out = torch.sqrt(re.float().square() + im.float().square() + MODULUS_EPS)
             return out.to(re.dtype)
@@ -350,6 +361,7 @@ class ScatteringBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.in_channels}, L={self.L}, kernel_size={self.kernel_size}, groups={self.groups}, "
-            f"modulus_type={self.modulus_type!r}, lowpass_only={self.lowpass_only}, fuse={self.fuse!r}"
+            f"{self.in_channels}, L={self.L}, kernel_size={self.kernel_size}, "
+            f"groups={self.groups}, modulus_type={self.modulus_type!r}, "
+            f"lowpass_only={self.lowpass_only}, fuse={self.fuse!r}"
         )

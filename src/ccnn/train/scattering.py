@@ -120,7 +120,11 @@ class ScatteringTrainConfig:
             raise ValueError(f"dataset must be one of {DATASET_CHOICES}, got {self.dataset!r}")
         if self.train_size is not None and self.train_size <= 0:
             raise ValueError(f"train_size must be > 0, got {self.train_size}")
-        if self.train_size is not None and self.train_size > 1 and self.train_size != int(self.train_size):
+        if (
+            self.train_size is not None
+            and self.train_size > 1
+            and self.train_size != int(self.train_size)
+        ):
             raise ValueError(f"train_size > 1 must be an integer count, got {self.train_size}")
         if self.fuse not in ("auto", "on", "off"):
             raise ValueError(f"fuse must be auto|on|off, got {self.fuse!r}")
@@ -154,7 +158,9 @@ def init_distributed() -> DistEnv:
     if cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo", device_id=device if cuda else None)
+        dist.init_process_group(
+            backend="nccl" if cuda else "gloo", device_id=device if cuda else None
+        )
     return DistEnv(rank, world, local, device)
 
 
@@ -177,8 +183,12 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized()
-                and dist.get_world_size() > 1):  # fmt: skip
+        if not (
+            self.training
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size() > 1
+        ):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
@@ -191,7 +201,11 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
+                m = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1 / float(self.num_batches_tracked)
+                )
                 unbiased = var * n / (n - 1).clamp_min(1)
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
                 self.running_var.mul_(1 - m).add_(m * unbiased.detach())
@@ -205,8 +219,14 @@ def _to_global_batchnorm(module: nn.Module) -> nn.Module:
     """Swap every ``nn.BatchNorm2d`` for a :class:`GlobalBatchNorm2d` sharing its tensors."""
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
-            new = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                    child.track_running_stats, device=child.weight.device)  # fmt: skip
+            new = GlobalBatchNorm2d(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+                device=child.weight.device,
+            )
             new.load_state_dict(child.state_dict())
             setattr(module, name, new)
         else:
@@ -271,7 +291,9 @@ def dataset_labels(ds: Dataset) -> torch.Tensor:
     return torch.tensor([int(ds[i][1]) for i in range(len(ds))])
 
 
-def stratified_subset(labels: torch.Tensor, train_size: float | int | None, seed: int) -> torch.Tensor:
+def stratified_subset(
+    labels: torch.Tensor, train_size: float | int | None, seed: int
+) -> torch.Tensor:
     """Sorted indices of a stratified, seeded training subset.
 
     ``train_size ≤ 1``: that fraction of each class (at least one example per class);
@@ -321,11 +343,15 @@ def build_data(cfg: ScatteringTrainConfig) -> ScatteringData:
         num_classes = len(classes)
     else:
         if cfg.image_size not in (None, native):
-            raise ValueError(f"--image-size only applies to imagenet or --fake-data ({cfg.dataset} is {native}²)")
+            raise ValueError(
+                f"--image-size only applies to imagenet or --fake-data ({cfg.dataset} is {native}²)"
+            )
         import ccnn.data.vision  # noqa: F401  (registers CIFAR10/CIFAR100)
         from ccnn.data.base import DATASETS, DataOptions
 
-        splits = DATASETS.get(family).load(DataOptions(name=family, data_dir=cfg.data_dir, augment=True))
+        splits = DATASETS.get(family).load(
+            DataOptions(name=family, data_dir=cfg.data_dir, augment=True)
+        )
         train, val = splits.train, splits.val
         test = splits.test if splits.test is not splits.val else None
         num_classes = splits.meta.num_classes
@@ -337,12 +363,20 @@ def build_data(cfg: ScatteringTrainConfig) -> ScatteringData:
     if cfg.train_size is not None:
         idx = stratified_subset(dataset_labels(train), cfg.train_size, cfg.seed)
     return ScatteringData(
-        train=IndexedView(train, idx), val=val, test=test, num_classes=num_classes,
-        in_channels=3, image_size=size, batch_transform=transform, n_train_full=len(train),
-    )  # fmt: skip
+        train=IndexedView(train, idx),
+        val=val,
+        test=test,
+        num_classes=num_classes,
+        in_channels=3,
+        image_size=size,
+        batch_transform=transform,
+        n_train_full=len(train),
+    )
 
 
-def _loader(ds: Dataset, sampler, batch_size: int, cfg: ScatteringTrainConfig, env: DistEnv) -> DataLoader:
+def _loader(
+    ds: Dataset, sampler, batch_size: int, cfg: ScatteringTrainConfig, env: DistEnv
+) -> DataLoader:
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -388,22 +422,33 @@ class _Trainer:
         if env.is_main:
             self.save_dir.mkdir(parents=True, exist_ok=True)
         _barrier(env)
-        torch.manual_seed(cfg.seed)
         self.data = build_data(cfg)
+        torch.manual_seed(cfg.seed)
         self.model = self._build_model()
+        # θ₀ is a function of the config and seed: rebuilt identically on resume (not checkpointed)
         self.theta0 = {n: p.detach().clone() for n, p in _extractor_params(self.model).items()}
         self.amp = dict(device_type=env.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
         self.epochs_run = 0  # epochs completed by this process (for --stop-after-epochs)
         self.t0 = time.time()
         d = self.data
-        train_sampler = DistributedSampler(d.train, num_replicas=env.world_size, rank=env.rank,
-                                           shuffle=True, seed=cfg.seed, drop_last=False)  # fmt: skip
+        train_sampler = DistributedSampler(
+            d.train,
+            num_replicas=env.world_size,
+            rank=env.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=False,
+        )
         self.train_sampler = EpochKeySampler(train_sampler)
         self.train_loader = _loader(d.train, self.train_sampler, self.batch, cfg, env)
-        self.val_loader = _loader(d.val, ShardSampler(len(d.val), env.rank, env.world_size), self.batch, cfg, env)
+        self.val_loader = _loader(
+            d.val, ShardSampler(len(d.val), env.rank, env.world_size), self.batch, cfg, env
+        )
         self.test_loader = None
         if d.test is not None:
-            self.test_loader = _loader(d.test, ShardSampler(len(d.test), env.rank, env.world_size), self.batch, cfg, env)
+            self.test_loader = _loader(
+                d.test, ShardSampler(len(d.test), env.rank, env.world_size), self.batch, cfg, env
+            )
         spec = self.model.spec
         self.results: dict[str, Any] = {
             "n_params_extractor": spec.n_params_extractor,
@@ -424,22 +469,37 @@ class _Trainer:
             "world_size": env.world_size,
             "global_batch_size": cfg.global_batch_size,
             "per_rank_batch_size": self.batch,
-            "head_acc": None, "head_epoch": None, "baseline_acc": None,
-            "finetune_acc": None, "finetune_epoch": None, "finetune_gain": None,
-            "drift": None, "relative_drift": None, "drift_final": None, "relative_drift_final": None,
+            "head_acc": None,
+            "head_epoch": None,
+            "baseline_acc": None,
+            "finetune_acc": None,
+            "finetune_epoch": None,
+            "finetune_gain": None,
+            "drift": None,
+            "relative_drift": None,
+            "drift_final": None,
+            "relative_drift_final": None,
             "completed": False,
-        }  # fmt: skip
+        }
         self.curves: dict[str, list[dict]] = {"phase_a": [], "phase_b": []}
 
     # -- model ----------------------------------------------------------------------------
     def _build_model(self) -> ScatteringNet:
         cfg, d = self.cfg, self.data
         model = ScatteringNet(
-            d.num_classes, d.in_channels, d.image_size, cfg.n_blocks, cfg.L, cfg.kernel_size,
-            cfg.modulus_type, cfg.lowpass_last, cfg.mixing_horizon, cfg.global_avg_pool,
+            d.num_classes,
+            d.in_channels,
+            d.image_size,
+            cfg.n_blocks,
+            cfg.L,
+            cfg.kernel_size,
+            cfg.modulus_type,
+            cfg.lowpass_last,
+            cfg.mixing_horizon,
+            cfg.global_avg_pool,
             init="random" if cfg.random_init else "scattering",
             fuse={"auto": "auto", "on": True, "off": False}[cfg.fuse],
-        )  # fmt: skip
+        )
         if self.env.distributed:
             _to_global_batchnorm(model)
         model = model.to(self.env.device)
@@ -479,8 +539,10 @@ class _Trainer:
 
     # -- one epoch ------------------------------------------------------------------------
     def _seed_epoch(self, phase: str, epoch: int) -> None:
-        # every random draw (batch augmentation, worker seeds) is a function of (seed, phase, epoch, rank)
-        torch.manual_seed(self.cfg.seed * 1_000_003 + (phase == "B") * 100_003 + epoch * 101 + self.env.rank)
+        # every random draw (batch augmentation, worker seeds) depends on (seed, phase, epoch, rank)
+        torch.manual_seed(
+            self.cfg.seed * 1_000_003 + (phase == "B") * 100_003 + epoch * 101 + self.env.rank
+        )
 
     def _limit(self, loader: Iterable) -> Iterable:
         n = self.cfg.limit_batches
@@ -497,7 +559,11 @@ class _Trainer:
         if phase == "A":
             self.model.extractor.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss·n, correct, n
-        n_steps = len(self.train_loader) if cfg.limit_batches is None else min(cfg.limit_batches, len(self.train_loader))
+        n_steps = (
+            len(self.train_loader)
+            if cfg.limit_batches is None
+            else min(cfg.limit_batches, len(self.train_loader))
+        )
         tic = time.time()
         for it, (x, y) in enumerate(self._limit(self.train_loader)):
             x, y = self._inputs(x, True), y.to(env.device, non_blocking=True)
@@ -516,17 +582,27 @@ class _Trainer:
             total.backward()
             optimizer.step()
             with torch.no_grad():
-                sums += torch.stack([loss.detach().double() * len(y),
-                                     (logits.argmax(1) == y).sum().double(),
-                                     torch.tensor(float(len(y)), device=env.device, dtype=torch.float64)])  # fmt: skip
+                sums += torch.stack(
+                    [
+                        loss.detach().double() * len(y),
+                        (logits.argmax(1) == y).sum().double(),
+                        torch.tensor(float(len(y)), device=env.device, dtype=torch.float64),
+                    ]
+                )
             if env.is_main and cfg.print_freq and (it + 1) % cfg.print_freq == 0:
                 rate = (it + 1) * cfg.global_batch_size / (time.time() - tic)
-                print(f"[{phase}] epoch {epoch} iter {it + 1}/{n_steps} loss {loss.item():.4f} "
-                      f"({rate:.0f} img/s)", flush=True)  # fmt: skip
+                print(
+                    f"[{phase}] epoch {epoch} iter {it + 1}/{n_steps} loss {loss.item():.4f} "
+                    f"({rate:.0f} img/s)",
+                    flush=True,
+                )
         all_reduce_sum(sums, env)
         n = max(float(sums[2]), 1.0)
-        return {"train_loss": float(sums[0]) / n, "train_acc": 100 * float(sums[1]) / n,
-                "train_time": time.time() - tic}  # fmt: skip
+        return {
+            "train_loss": float(sums[0]) / n,
+            "train_acc": 100 * float(sums[1]) / n,
+            "train_time": time.time() - tic,
+        }
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader) -> dict:
@@ -537,9 +613,13 @@ class _Trainer:
             x, y = self._inputs(x, False), y.to(env.device, non_blocking=True)
             with torch.autocast(**self.amp):
                 logits = self.model(x).float()
-            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                                 (logits.argmax(1) == y).sum().double(),
-                                 torch.tensor(float(len(y)), device=env.device, dtype=torch.float64)])  # fmt: skip
+            sums += torch.stack(
+                [
+                    F.cross_entropy(logits, y, reduction="sum").double(),
+                    (logits.argmax(1) == y).sum().double(),
+                    torch.tensor(float(len(y)), device=env.device, dtype=torch.float64),
+                ]
+            )
         all_reduce_sum(sums, env)
         n = max(float(sums[2]), 1.0)
         return {"loss": float(sums[0]) / n, "acc": 100 * float(sums[1]) / n}
@@ -555,8 +635,10 @@ class _Trainer:
             groups = [{"params": head_params, "lr": cfg.lr_head, "name": "head"}]
             module, t_max = self.model.head, cfg.lr_epochs
         else:
-            groups = [{"params": ext_params, "lr": cfg.lr_extractor, "name": "extractor"},
-                      {"params": head_params, "lr": cfg.lr_head, "name": "head"}]  # fmt: skip
+            groups = [
+                {"params": ext_params, "lr": cfg.lr_extractor, "name": "extractor"},
+                {"params": head_params, "lr": cfg.lr_head, "name": "head"},
+            ]
             module, t_max = self.model, cfg.epochs
         opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(t_max, 1))
@@ -601,12 +683,22 @@ class _Trainer:
                 state["done"] = True
             self.curves[key].append(row)
             if self.env.is_main:
-                print(f"[{phase}] epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f} | "
-                      f"val loss {ev['loss']:.4f} acc {ev['acc']:.2f} (best {state['best_acc']:.2f} @ "
-                      f"{state['best_epoch']})", flush=True)  # fmt: skip
-            ckpt = {"phase": phase, "model": self.model.state_dict(), "early_stop": dict(state),
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "curves": self.curves, "results": self.results, "theta0": self.theta0}  # fmt: skip
+                print(
+                    f"[{phase}] epoch {epoch}: train loss {row['train_loss']:.4f} "
+                    f"acc {row['train_acc']:.2f} | val loss {ev['loss']:.4f} acc {ev['acc']:.2f} "
+                    f"(best {state['best_acc']:.2f} @ "
+                    f"{state['best_epoch']})",
+                    flush=True,
+                )
+            ckpt = {
+                "phase": phase,
+                "model": self.model.state_dict(),
+                "early_stop": dict(state),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "curves": self.curves,
+                "results": self.results,
+            }
             if improved:  # the best checkpoint needs only the weights
                 self._save(phase, "best", {k: ckpt[k] for k in ("phase", "model", "early_stop")})
             self._save(phase, "last", ckpt)
@@ -630,10 +722,15 @@ class _Trainer:
             if p.exists():
                 ckpt = torch.load(p, map_location=self.env.device, weights_only=False)
                 self.curves = ckpt["curves"]
-                self.results.update({k: v for k, v in ckpt["results"].items() if k not in ("world_size",)})
-                self.theta0 = {k: v.to(self.env.device) for k, v in ckpt["theta0"].items()}
+                self.results.update(
+                    {k: v for k, v in ckpt["results"].items() if k not in ("world_size",)}
+                )
                 if self.env.is_main:
-                    print(f"resuming phase {phase} after epoch {ckpt['early_stop']['epoch']} from {p}", flush=True)
+                    print(
+                        f"resuming phase {phase} after {ckpt['early_stop']['epoch']} epochs "
+                        f"from {p}",
+                        flush=True,
+                    )
                 return phase, ckpt
         if self.env.is_main:
             print(f"--resume: no checkpoint in {self.save_dir}; starting from scratch", flush=True)
@@ -656,13 +753,17 @@ class _Trainer:
                     self.results["head_test_acc"] = self.evaluate(self.test_loader)["acc"]
         if not self.run_phase("B", ckpt):
             return self._interrupted()
-        self.results["drift_final"], self.results["relative_drift_final"] = _drift(self.model, self.theta0)
+        self.results["drift_final"], self.results["relative_drift_final"] = _drift(
+            self.model, self.theta0
+        )
         self._load_model("B", "best")  # all ranks reload the best
         self.results["drift"], self.results["relative_drift"] = _drift(self.model, self.theta0)
         if self.test_loader is not None:
             self.results["finetune_test_acc"] = self.evaluate(self.test_loader)["acc"]
         if self.results["baseline_acc"] is not None:
-            self.results["finetune_gain"] = self.results["finetune_acc"] - self.results["baseline_acc"]
+            self.results["finetune_gain"] = (
+                self.results["finetune_acc"] - self.results["baseline_acc"]
+            )
         self.results["completed"] = True
         self.results["wall_time"] = time.time() - self.t0
         return self.write_results()

@@ -8,7 +8,7 @@ The model is deliberately small (a handful of constants per device type):
 * direct: ``t = a · b·o·(i/groups)·∏l·∏k + m · b·(i+o)·∏l`` (multiply-adds plus a per-element
   memory/overhead term). On CPU PyTorch's *depthwise* backward is ~25× slower per MAC than its
   forward, so forward-only and forward+backward use separate constants.
-* FFT: ``t = Σ_transforms rows · N · (φ · log2 N + ε) + μ · b·i·o·∏f`` (for dense kernels the
+* FFT: ``t = Σ_transforms rows · (N · (φ · log2 N + ε) + ρ) + μ · b·i·o·∏f`` (for dense kernels the
   per-bin channel mixing is a complex batched matmul), ``N = ∏n``; the backward doubles the
   number of transforms and adds two mixing products.
 
@@ -40,6 +40,7 @@ class CostModel:
     direct_elem_fwdbwd: float
     fft_nlogn: float  # φ: s / (row · N · log2 N)
     fft_elem: float  # ε: s / (row · N) for padding, products and copies
+    fft_row: float  # ρ: s / row transform (per-transform overhead, dominant for small N)
     fft_mix: float  # μ: s / complex MAC in the dense channel mixing
     fft_call: float  # fixed overhead of the FFT path (kernel spectrum, python)
 
@@ -51,7 +52,8 @@ COST_MODELS: dict[str, CostModel] = {
         direct_elem_fwd=0.5e-9,
         direct_elem_fwdbwd=3e-9,
         fft_nlogn=0.12e-9,
-        fft_elem=0.5e-9,
+        fft_elem=0.3e-9,
+        fft_row=2e-6,
         fft_mix=0.16e-9,
         fft_call=0.3e-3,
     ),
@@ -62,6 +64,7 @@ COST_MODELS: dict[str, CostModel] = {
         direct_elem_fwdbwd=6e-12,
         fft_nlogn=2e-12,
         fft_elem=10e-12,
+        fft_row=0.0,
         fft_mix=2e-12,
         fft_call=50e-6,
     ),
@@ -99,7 +102,8 @@ def estimate_costs(
     _, n, _ = fft_geometry(tuple(spatial), tuple(ks), causal)
     big_n = math.prod(n)
     rows = passes * (b * c_in + b * c_out + c_out * c_in_g)
-    fft = rows * big_n * (cm.fft_nlogn * math.log2(max(big_n, 2)) + cm.fft_elem) + cm.fft_call
+    per_row = big_n * (cm.fft_nlogn * math.log2(max(big_n, 2)) + cm.fft_elem) + cm.fft_row
+    fft = rows * per_row + cm.fft_call
     if not separable:
         bins = big_n // n[-1] * (n[-1] // 2 + 1)
         fft += (3 if needs_grad else 1) * cm.fft_mix * b * c_in * c_out * bins
