@@ -21,6 +21,7 @@ from ccnn.apps.common import ConfigError
 from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.models.ccnn import CCNN
+from ccnn.models.pointcloud import PointCCNN
 from ccnn.nn.conv import CONVS
 from ccnn.nn.kernels import KERNELS
 from ccnn.nn.masks import MASKS
@@ -318,22 +319,28 @@ def build_datamodule(cfg: DictConfig) -> CCNNDataModule:
     )
 
 
-def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
-    """Map ``conv.*``, ``kernel.*`` and ``mask.*`` to conv-layer keyword arguments."""
-    k, m, c = cfg.kernel, cfg.mask, cfg.conv
-    kernel_kwargs: dict[str, Any] = {
+def kernel_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Map ``kernel.*`` to kernel-network keyword arguments."""
+    k = cfg.kernel
+    kwargs: dict[str, Any] = {
         "hidden_channels": k.no_hidden,
         "num_layers": k.no_layers,
         "omega_0": k.omega_0,
         "bias": k.bias,
     }
     if k.input_scale > 0:
-        kernel_kwargs["input_scale"] = k.input_scale
+        kwargs["input_scale"] = k.input_scale
     if k.init_spatial_value != 1.0:
-        kernel_kwargs["init_spatial_value"] = k.init_spatial_value
+        kwargs["init_spatial_value"] = k.init_spatial_value
     if k.type == "MLP":
-        kernel_kwargs["activation"] = k.nonlinearity if k.nonlinearity != "Identity" else "ReLU"
-        kernel_kwargs["norm"] = "" if k.norm == "Identity" else k.norm
+        kwargs["activation"] = k.nonlinearity if k.nonlinearity != "Identity" else "ReLU"
+        kwargs["norm"] = "" if k.norm == "Identity" else k.norm
+    return kwargs
+
+
+def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
+    """Map ``conv.*``, ``kernel.*`` and ``mask.*`` to conv-layer keyword arguments."""
+    k, m, c = cfg.kernel, cfg.mask, cfg.conv
     size: Any = k.size
     if isinstance(size, str) and size.lstrip("-").isdigit():
         size = int(size)
@@ -348,7 +355,7 @@ def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
         return kwargs
     kwargs.update(
         kernel_type=k.type,
-        kernel_kwargs=kernel_kwargs,
+        kernel_kwargs=kernel_kwargs(cfg),
         kernel_size=size,
         chang_initialize=k.chang_initialize,
     )
@@ -364,6 +371,26 @@ def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
     return kwargs
 
 
+def point_conv_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Map ``kernel.*``, ``mask.*``, ``conv.*`` to point-convolution keyword arguments."""
+    k, m = cfg.kernel, cfg.mask
+    if k.num_edges is None or k.num_edges < 1:
+        raise ConfigError(
+            "point convolutions need kernel.num_edges >= 1 (neighbours per point), "
+            f"got {k.num_edges}"
+        )
+    return {
+        "num_neighbours": int(k.num_edges),
+        "kernel_type": k.type,
+        "kernel_kwargs": kernel_kwargs(cfg),
+        "mask_type": m.type or "gaussian",
+        "mask_kwargs": {"init_value": m.init_value, "learn_mean": m.learn_mean},
+        "bias": cfg.conv.bias,
+        "chang_initialize": k.chang_initialize,
+        "bottleneck_factor": int(k.bottleneck_factor),
+    }
+
+
 def _same_discrete(meta: DatasetMeta) -> int:
     size = meta.input_shape[1]
     return size if size % 2 else size + 1
@@ -372,10 +399,32 @@ def _same_discrete(meta: DatasetMeta) -> int:
 def build_network(cfg: DictConfig, meta: DatasetMeta):
     """The network for ``cfg`` on a dataset with ``meta`` (binary tasks get one logit)."""
     out_channels = 1 if meta.num_classes == 2 else meta.num_classes
+    common = {
+        "hidden_channels": cfg.net.no_hidden,
+        "num_blocks": cfg.net.no_blocks,
+        "conv_type": cfg.conv.type,
+        "block_type": cfg.net.block.type,
+        "prenorm": cfg.net.block.prenorm,
+        "norm": cfg.net.norm,
+        "nonlinearity": cfg.net.nonlinearity,
+        "dropout": cfg.net.dropout,
+        "dropout_in": cfg.net.dropout_in,
+        "dropout_type": cfg.net.dropout_type,
+        "block_width_factors": list(cfg.net.block_width_factors),
+    }
     if meta.data_type == "pointcloud" or cfg.conv.type in POINT_CONVS:
-        from ccnn.models.pointcloud import build_point_ccnn  # issue 7
-
-        return build_point_ccnn(cfg, meta, out_channels)
+        _require(
+            meta.data_type == "pointcloud" and cfg.conv.type in POINT_CONVS,
+            f"conv.type={cfg.conv.type} needs point-cloud data and point clouds need a point "
+            f"convolution ({', '.join(POINT_CONVS)}); got dataset.data_type={meta.data_type}",
+        )
+        return PointCCNN(
+            meta.in_channels,
+            out_channels,
+            data_dim=meta.data_dim,
+            conv_kwargs=point_conv_kwargs(cfg),
+            **common,
+        )
     vocab = meta.extra.get("vocab_size") if cfg.net.embedding_dim > 0 else None
     if cfg.net.embedding_dim > 0 and not vocab:
         raise ConfigError(
@@ -385,22 +434,12 @@ def build_network(cfg: DictConfig, meta: DatasetMeta):
         in_channels=cfg.net.embedding_dim if vocab else meta.in_channels,
         out_channels=out_channels,
         data_dim=meta.data_dim,
-        hidden_channels=cfg.net.no_hidden,
-        num_blocks=cfg.net.no_blocks,
-        conv_type=cfg.conv.type,
         conv_kwargs=conv_kwargs(cfg, meta),
-        block_type=cfg.net.block.type,
-        prenorm=cfg.net.block.prenorm,
-        norm=cfg.net.norm,
-        nonlinearity=cfg.net.nonlinearity,
-        dropout=cfg.net.dropout,
-        dropout_in=cfg.net.dropout_in,
-        dropout_type=cfg.net.dropout_type,
-        block_width_factors=list(cfg.net.block_width_factors),
         downsampling=list(cfg.net.downsampling),
         downsampling_size=cfg.net.downsampling_size,
         readout=cfg.net.readout,
         vocab_size=vocab,
+        **common,
     )
 
 

@@ -6,8 +6,9 @@ sub-folder names of ``train/`` (``val/`` must use the same names). Images are re
 training device (ImageNet mean/std), which keeps host→device copies 4× smaller.
 
 Train augmentation: RandomResizedCrop(s, scale=(0.08, 1), ratio=(3/4, 4/3)) + horizontal flip.
-Evaluation: Resize(⌊s·256/224⌋, shorter side) + CenterCrop(s) (Resize(256) + CenterCrop(224) at
-the default s = 224). Resampling is PIL's antialiased bilinear.
+Evaluation: Resize(⌊s·256/224⌋, shorter side; the longer side truncated) + CenterCrop(s) (offsets
+rounded), i.e. Resize(256) + CenterCrop(224) at the default s = 224. Resampling is PIL's
+(antialiased) bilinear; crop boxes follow the usual RandomResizedCrop sampling.
 
 Randomness is a pure function of ``(seed, epoch, index)`` (:meth:`ImageFolderDataset.load`), so
 the augmented version of an image does not depend on which process or worker loads it: a
@@ -152,15 +153,14 @@ class ImageFolderDataset(Dataset):
         if self.train:
             rng = np.random.default_rng([self.seed, epoch, index])
             left, top, w, h = random_resized_crop_box(img.width, img.height, rng)
-            img = img.resize((s, s), Image.BILINEAR, box=(left, top, left + w, top + h))
+            img = img.crop((left, top, left + w, top + h)).resize((s, s), Image.BILINEAR)
             if rng.random() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
         else:
-            r = self.resize_size
-            scale = r / min(img.width, img.height)
-            size = (max(r, round(img.width * scale)), max(r, round(img.height * scale)))
+            r, (w, h) = self.resize_size, img.size
+            size = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)  # shorter side → r
             img = img.resize(size, Image.BILINEAR)
-            left, top = (img.width - s) // 2, (img.height - s) // 2
+            left, top = round((img.width - s) / 2), round((img.height - s) / 2)
             img = img.crop((left, top, left + s, top + s))
         return _to_uint8_tensor(img), label
 
