@@ -79,11 +79,9 @@ def test_imagefolder_dataset(image_tree):
     # val: Resize(⌊16·256/224⌋ = 18, shorter side) + CenterCrop(16)
     path, _ = val.samples[0]
     img = Image.open(path).convert("RGB")
-    s = 18 / min(img.size)
-    img = img.resize(
-        (max(18, round(img.width * s)), max(18, round(img.height * s))), Image.BILINEAR
-    )
-    left, top = (img.width - 16) // 2, (img.height - 16) // 2
+    w, h = img.size
+    img = img.resize((18, int(18 * h / w)) if w <= h else (int(18 * w / h), 18), Image.BILINEAR)
+    left, top = round((img.width - 16) / 2), round((img.height - 16) / 2)
     ref = torch.from_numpy(np.array(img.crop((left, top, left + 16, top + 16)))).permute(2, 0, 1)
     assert torch.equal(val[0][0], ref)
 

@@ -14,13 +14,13 @@ Binary tasks use ``out_channels=1`` (one logit, BCE-with-logits).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ccnn.models.blocks import BLOCKS, block_widths
+from ccnn.models.blocks import BLOCKS, Block, block_widths
 from ccnn.nn.conv import build_conv
 from ccnn.nn.layers import get_activation, get_dropout, get_norm
 
@@ -29,6 +29,10 @@ READOUTS = ("mean", "last")
 
 class CCNN(nn.Module):
     """Residual network of (continuous) convolutions for ``data_dim``-D inputs.
+
+    This class is also the base of FlexNet/FlexTCN (:mod:`ccnn.models.flexnet`) and the
+    point-cloud CCNN (:mod:`ccnn.models.pointcloud`), which change its defaults or how its
+    convolutions are built.
 
     Args:
         in_channels: input channels (or the embedding width when ``vocab_size`` is set).
@@ -53,9 +57,13 @@ class CCNN(nn.Module):
             models), or ``last`` (the last time step; causal 1D models only).
         vocab_size: if set, inputs are token ids ``(b, 1, l)`` embedded into ``in_channels``
             channels by a learned embedding (an option for LRA text tasks).
+        stem: start with a conv-norm-act stem (False: the first block maps ``in_channels``).
 
     Shapes: ``(b, in_channels, *s) -> (b, out_channels)``.
     """
+
+    layout_dim: int | None = None
+    """Spatial dims of the feature tensors for norms/pools/linears (None: ``data_dim``)."""
 
     def __init__(
         self,
@@ -78,6 +86,7 @@ class CCNN(nn.Module):
         downsampling_size: int = -1,
         readout: str = "mean",
         vocab_size: int | None = None,
+        stem: bool = True,
     ):
         super().__init__()
         if readout not in READOUTS:
@@ -87,24 +96,28 @@ class CCNN(nn.Module):
             raise ValueError("readout='last' needs a causal 1D model (conv.causal=True, 1D data)")
         if hidden_channels < 1 or num_blocks < 0:
             raise ValueError(
-                f"hidden_channels must be >= 1 and num_blocks >= 0 (net.no_hidden, net.no_blocks), "
-                f"got {hidden_channels}, {num_blocks}"
+                "hidden_channels must be >= 1 and num_blocks >= 0 (net.no_hidden, "
+                f"net.no_blocks), got {hidden_channels}, {num_blocks}"
             )
         block_cls = BLOCKS.get(block_type)
+        layout = self.layout_dim or data_dim
         self.in_channels, self.out_channels, self.data_dim = in_channels, out_channels, data_dim
         self.readout, self.prenorm_output = readout, block_cls.__name__ == "S4Block" and prenorm
         self.embedding = nn.Embedding(vocab_size, in_channels) if vocab_size else None
-
-        def conv_factory(c_in: int, c_out: int) -> nn.Module:
-            return build_conv(conv_type, c_in, c_out, data_dim, **conv_kwargs)
+        conv_factory = self.conv_factory(conv_type, conv_kwargs, data_dim)
 
         self.dropout_in = get_dropout("Dropout", dropout_in)
-        self.stem = conv_factory(in_channels, hidden_channels)
-        self.stem_norm = get_norm(norm, hidden_channels, data_dim)
-        self.stem_act = get_activation(nonlinearity)
+        c_in = in_channels
+        if stem:
+            self.stem = conv_factory(in_channels, hidden_channels)
+            self.stem_norm = get_norm(norm, hidden_channels, layout)
+            self.stem_act = get_activation(nonlinearity)
+            c_in = hidden_channels
+        else:
+            self.stem = None
 
         widths = block_widths(hidden_channels, num_blocks, block_width_factors)
-        pool_cls = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[data_dim]
+        pool_cls = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[layout]
         pool_size = downsampling_size if downsampling_size and downsampling_size > 0 else 2
         for i in downsampling:
             if not 0 <= i < num_blocks:
@@ -112,14 +125,13 @@ class CCNN(nn.Module):
                     f"net.downsampling index {i} is not a block index (0..{num_blocks - 1})"
                 )
         blocks: list[nn.Module] = []
-        c_in = hidden_channels
         for i, c_out in enumerate(widths):
             blocks.append(
                 block_cls(
                     c_in,
                     c_out,
                     conv_factory,
-                    data_dim,
+                    layout,
                     norm=norm,
                     nonlinearity=nonlinearity,
                     dropout=dropout,
@@ -131,20 +143,28 @@ class CCNN(nn.Module):
                 blocks.append(pool_cls(pool_size))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
-        self.out_norm = get_norm(norm, c_in, data_dim) if self.prenorm_output else nn.Identity()
+        self.out_norm = get_norm(norm, c_in, layout) if self.prenorm_output else nn.Identity()
         self.out_linear = nn.Linear(c_in, out_channels)
         nn.init.kaiming_normal_(self.out_linear.weight)
         nn.init.zeros_(self.out_linear.bias)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``(b, c_in, *s) -> (b, hidden, *s')``."""
+    def conv_factory(
+        self, conv_type: str, conv_kwargs: dict[str, Any], data_dim: int
+    ) -> Callable[[int, int], nn.Module]:
+        """How the network builds a convolution ``(c_in, c_out) -> module``."""
+        return lambda c_in, c_out: build_conv(conv_type, c_in, c_out, data_dim, **conv_kwargs)
+
+    def features(self, x: torch.Tensor, *ctx: Any) -> torch.Tensor:
+        """Shapes: ``(b, c_in, *s) -> (b, c, *s')``. ``ctx`` is passed to every convolution."""
         if self.embedding is not None:
             if x.dim() != 3 or x.shape[1] != 1:
                 raise ValueError(f"token inputs must be (b, 1, l), got {tuple(x.shape)}")
             x = self.embedding(x[:, 0].long()).transpose(1, 2)  # (b, c, l)
-        x = self.stem_act(self.stem_norm(self.stem(self.dropout_in(x))))
+        x = self.dropout_in(x)
+        if self.stem is not None:
+            x = self.stem_act(self.stem_norm(self.stem(x, *ctx)))
         for block in self.blocks:
-            x = block(x)
+            x = block(x, *ctx) if isinstance(block, Block) else block(x)
         return self.out_norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,27 +32,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
-from ccnn.models.blocks import BLOCKS, block_widths
+from ccnn.models.ccnn import CCNN
 from ccnn.models.registry import MODELS
-from ccnn.nn.conv import build_conv
-from ccnn.nn.layers import get_activation, get_dropout, get_norm
-
-READOUTS = ("mean", "last")
 
 
-def _check_sizes(hidden_channels: int, num_blocks: int) -> None:
-    if hidden_channels < 1 or num_blocks < 0:
-        raise ValueError(
-            f"hidden_channels must be >= 1 and num_blocks >= 0 (net.no_hidden, net.no_blocks), "
-            f"got {hidden_channels}, {num_blocks}"
-        )
-
-
-class FlexNet(nn.Module):
+class FlexNet(CCNN):
     """Residual FlexConv network without pooling or strides (FlexConv paper, Fig. 10).
+
+    A :class:`~ccnn.models.ccnn.CCNN` with ResNet blocks (``block_type="default"``: conv-norm-
+    act-dropout-conv-norm + shortcut, act; 1x1 shortcut with bias where widths change), ReLU,
+    plain dropout, global average pooling and a 1x1 linear head.
 
     Args:
         in_channels, out_channels: input channels and logits.
@@ -90,61 +81,26 @@ class FlexNet(nn.Module):
         dropout_type: str = "Dropout",
         readout: str = "mean",
     ):
-        super().__init__()
-        _check_sizes(hidden_channels, num_blocks)
-        if readout not in READOUTS:
-            raise ValueError(f"Unknown readout '{readout}'; supported: {list(READOUTS)}")
-        conv_kwargs = dict(conv_kwargs or {})
-        if readout == "last" and not (data_dim == 1 and conv_kwargs.get("causal")):
-            raise ValueError("readout='last' needs a causal 1D model (causal=True, data_dim=1)")
-        self.in_channels, self.out_channels, self.data_dim = in_channels, out_channels, data_dim
-        self.readout = readout
-
-        def conv_factory(c_in: int, c_out: int) -> nn.Module:
-            return build_conv(conv_type, c_in, c_out, data_dim, **conv_kwargs)
-
-        self.dropout_in = get_dropout("Dropout", dropout_in)
-        self.stem = conv_factory(in_channels, hidden_channels)
-        self.stem_norm = get_norm(norm, hidden_channels, data_dim)
-        self.stem_act = get_activation(nonlinearity)
-
-        block_cls = BLOCKS.get("default")
-        blocks: list[nn.Module] = []
-        c_in = hidden_channels
-        for c_out in block_widths(hidden_channels, num_blocks, block_width_factors):
-            blocks.append(
-                block_cls(
-                    c_in,
-                    c_out,
-                    conv_factory,
-                    data_dim,
-                    norm=norm,
-                    nonlinearity=nonlinearity,
-                    dropout=dropout,
-                    dropout_type=dropout_type,
-                )
-            )
-            c_in = c_out
-        self.blocks = nn.ModuleList(blocks)
-        self.out_linear = nn.Linear(c_in, out_channels)
-        nn.init.kaiming_normal_(self.out_linear.weight)
-        nn.init.zeros_(self.out_linear.bias)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``(b, in_channels, *s) -> (b, c, *s)``."""
-        x = self.stem_act(self.stem_norm(self.stem(self.dropout_in(x))))
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``(b, in_channels, *s) -> (b, out_channels)``."""
-        h = self.features(x)
-        h = h[..., -1] if self.readout == "last" else h.flatten(2).mean(-1)  # (b, c)
-        return self.out_linear(h)
+        super().__init__(
+            in_channels,
+            out_channels,
+            data_dim,
+            hidden_channels=hidden_channels,
+            num_blocks=num_blocks,
+            conv_type=conv_type,
+            conv_kwargs=conv_kwargs,
+            block_type="default",
+            norm=norm,
+            nonlinearity=nonlinearity,
+            dropout=dropout,
+            dropout_in=dropout_in,
+            dropout_type=dropout_type,
+            block_width_factors=block_width_factors,
+            readout=readout,
+        )
 
 
-class FlexTCN(nn.Module):
+class FlexTCN(CCNN):
     """Temporal convolutional network of causal (Flex)Convs with a head on the last step.
 
     Args: as :class:`FlexNet` (``data_dim`` must be 1). The convolutions are forced causal
@@ -171,8 +127,6 @@ class FlexTCN(nn.Module):
         block_width_factors: Sequence[float] = (0.0,),
         dropout_type: str = "Dropout",
     ):
-        super().__init__()
-        _check_sizes(hidden_channels, num_blocks)
         if num_blocks < 1:
             raise ValueError("FlexTCN needs at least one block (net.no_blocks >= 1)")
         if data_dim != 1:
@@ -181,44 +135,25 @@ class FlexTCN(nn.Module):
         if conv_kwargs.get("causal") is False:
             raise ValueError("FlexTCN uses causal convolutions; do not pass causal=False")
         conv_kwargs["causal"] = True
-        self.in_channels, self.out_channels, self.data_dim = in_channels, out_channels, data_dim
-
-        def conv_factory(c_in: int, c_out: int) -> nn.Module:
-            return build_conv(conv_type, c_in, c_out, data_dim, **conv_kwargs)
-
-        self.dropout_in = get_dropout("Dropout", dropout_in)
-        block_cls = BLOCKS.get("TCN")
-        blocks: list[nn.Module] = []
-        c_in = in_channels
-        for c_out in block_widths(hidden_channels, num_blocks, block_width_factors):
-            blocks.append(
-                block_cls(
-                    c_in,
-                    c_out,
-                    conv_factory,
-                    data_dim,
-                    norm=norm,
-                    nonlinearity=nonlinearity,
-                    dropout=dropout,
-                    dropout_type=dropout_type,
-                )
-            )
-            c_in = c_out
-        self.blocks = nn.ModuleList(blocks)
-        self.out_linear = nn.Linear(c_in, out_channels)
+        super().__init__(
+            in_channels,
+            out_channels,
+            data_dim,
+            hidden_channels=hidden_channels,
+            num_blocks=num_blocks,
+            conv_type=conv_type,
+            conv_kwargs=conv_kwargs,
+            block_type="TCN",
+            norm=norm,
+            nonlinearity=nonlinearity,
+            dropout=dropout,
+            dropout_in=dropout_in,
+            dropout_type=dropout_type,
+            block_width_factors=block_width_factors,
+            readout="last",
+            stem=False,
+        )
         nn.init.normal_(self.out_linear.weight, mean=0.0, std=0.01)
-        nn.init.zeros_(self.out_linear.bias)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``(b, in_channels, l) -> (b, c, l)``."""
-        x = self.dropout_in(x)
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``(b, in_channels, l) -> (b, out_channels)``."""
-        return self.out_linear(self.features(x)[..., -1])  # (b, c) -> (b, out)
 
 
 def flexnet_7_conv_kwargs(kernel_size: int | str = 33) -> dict[str, Any]:

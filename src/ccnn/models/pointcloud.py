@@ -22,15 +22,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
-from ccnn.models.blocks import BLOCKS, block_widths
-from ccnn.nn.layers import get_activation, get_dropout, get_norm
+from ccnn.models.ccnn import CCNN
 from ccnn.nn.pointconv import POINT_CONVS, build_neighbourhood, build_point_conv
 
 
-class PointCCNN(nn.Module):
+class PointCCNN(CCNN):
     """Residual network of point convolutions for classification of point clouds.
+
+    A :class:`~ccnn.models.ccnn.CCNN` whose convolutions are point convolutions sharing one
+    kNN neighbourhood per forward, with norms/linears/dropout over ``(b, c, n)`` and a mean
+    readout over points.
 
     Args:
         in_channels: input features per point (6: xyz + normals).
@@ -48,6 +50,8 @@ class PointCCNN(nn.Module):
 
     Shapes: ``(b, in_channels, n) -> (b, out_channels)``.
     """
+
+    layout_dim = 1  # features are (b, c, n) whatever the position dims
 
     def __init__(
         self,
@@ -68,54 +72,34 @@ class PointCCNN(nn.Module):
         position_channels: int = 3,
         data_dim: int = 3,
     ):
-        super().__init__()
-        if hidden_channels < 1 or num_blocks < 0:
-            raise ValueError(
-                f"hidden_channels must be >= 1 and num_blocks >= 0 (net.no_hidden, net.no_blocks), "
-                f"got {hidden_channels}, {num_blocks}"
-            )
         if in_channels < position_channels:
             raise ValueError(
                 f"inputs need at least {position_channels} channels (the positions), "
                 f"got {in_channels}"
             )
         POINT_CONVS.get(conv_type)
-        block_cls = BLOCKS.get(block_type)
-        conv_kwargs = dict(conv_kwargs or {})
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.position_channels, self.data_dim = position_channels, data_dim
-        self.prenorm_output = block_cls.__name__ == "S4Block" and prenorm
-
-        def conv_factory(c_in: int, c_out: int) -> nn.Module:
-            return build_point_conv(conv_type, c_in, c_out, data_dim, **conv_kwargs)
-
-        self.dropout_in = get_dropout("Dropout", dropout_in)
-        self.stem = conv_factory(in_channels, hidden_channels)
+        super().__init__(
+            in_channels,
+            out_channels,
+            data_dim,
+            hidden_channels=hidden_channels,
+            num_blocks=num_blocks,
+            conv_type=conv_type,
+            conv_kwargs=conv_kwargs,
+            block_type=block_type,
+            prenorm=prenorm,
+            norm=norm,
+            nonlinearity=nonlinearity,
+            dropout=dropout,
+            dropout_in=dropout_in,
+            dropout_type=dropout_type,
+            block_width_factors=block_width_factors,
+        )
+        self.position_channels = position_channels
         self.num_neighbours = self.stem.num_neighbours
-        self.stem_norm = get_norm(norm, hidden_channels, 1)
-        self.stem_act = get_activation(nonlinearity)
-        widths = block_widths(hidden_channels, num_blocks, block_width_factors)
-        blocks, c_in = [], hidden_channels
-        for c_out in widths:
-            blocks.append(
-                block_cls(
-                    c_in,
-                    c_out,
-                    conv_factory,
-                    1,
-                    norm=norm,
-                    nonlinearity=nonlinearity,
-                    dropout=dropout,
-                    dropout_type=dropout_type,
-                    prenorm=prenorm,
-                )
-            )
-            c_in = c_out
-        self.blocks = nn.ModuleList(blocks)
-        self.out_norm = get_norm(norm, c_in, 1) if self.prenorm_output else nn.Identity()
-        self.out_linear = nn.Linear(c_in, out_channels)
-        nn.init.kaiming_normal_(self.out_linear.weight)
-        nn.init.zeros_(self.out_linear.bias)
+
+    def conv_factory(self, conv_type: str, conv_kwargs: dict[str, Any], data_dim: int):
+        return lambda c_in, c_out: build_point_conv(conv_type, c_in, c_out, data_dim, **conv_kwargs)
 
     def positions(self, x: torch.Tensor) -> torch.Tensor:
         """Shapes: ``(b, c, n) -> (b, d, n)``."""
@@ -129,11 +113,4 @@ class PointCCNN(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         nbhd = build_neighbourhood(self.positions(x), self.num_neighbours)  # once per forward
-        h = self.stem_act(self.stem_norm(self.stem(self.dropout_in(x), nbhd)))  # (b, c, n)
-        for block in self.blocks:
-            h = block(h, nbhd)
-        return self.out_norm(h)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``(b, c_in, n) -> (b, out_channels)``."""
-        return self.out_linear(self.features(x).mean(-1))  # (b, out)
+        return super().features(x, nbhd)

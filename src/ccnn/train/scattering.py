@@ -126,6 +126,8 @@ class ScatteringTrainConfig:
             and self.train_size != int(self.train_size)
         ):
             raise ValueError(f"train_size > 1 must be an integer count, got {self.train_size}")
+        if self.epochs < 1 or (self.lr_epochs < 1 and not self.joint):
+            raise ValueError("--epochs and --lr-epochs (unless --joint) must be >= 1")
         if self.fuse not in ("auto", "on", "off"):
             raise ValueError(f"fuse must be auto|on|off, got {self.fuse!r}")
 
