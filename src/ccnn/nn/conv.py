@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ccnn.nn.functional import conv_nd
+from ccnn.nn.functional.grids import parse_resolution_scale
 from ccnn.nn.kernels import build_kernel_net
 from ccnn.nn.layers import pointwise
 from ccnn.nn.masks import build_mask
@@ -189,19 +190,7 @@ class ContinuousConv(nn.Module):
         dim, and the kernel is multiplied by ``prod_d (new_step_d / old_step_d)`` so that the
         response to a resampled signal is preserved (FlexConv's ``(source/target)^2`` in 2D).
         """
-        if scale is None:
-            self._resolution_scale = None
-        else:
-            scales = (
-                (float(scale),) * self.data_dim
-                if not isinstance(scale, Sequence)
-                else tuple(map(float, scale))
-            )
-            if len(scales) != self.data_dim or min(scales) <= 0:
-                raise ValueError(
-                    f"resolution scale must be > 0 for each of {self.data_dim} dims, got {scale}"
-                )
-            self._resolution_scale = None if all(s == 1.0 for s in scales) else scales
+        self._resolution_scale = parse_resolution_scale(scale, self.data_dim)
         self._cache_key = None
 
     def sampling_grid(self) -> tuple[list[torch.Tensor], float]:

@@ -8,7 +8,8 @@ ratio of grid steps so responses to resampled signals are preserved::
     ccnn.nn.set_resolution(net, 2.0)          # now evaluate on 32x32 inputs
     with ccnn.nn.at_resolution(net, 2.0): ... # or temporarily
 
-Discrete layers (``Conv``, CIFAR ResNets) have no continuous kernel and are left unchanged.
+Every submodule with a ``set_resolution(scale)`` method takes part (continuous-kernel convs,
+N-Jet/SRF layers, ...). Discrete layers (``Conv``, CIFAR ResNets) are left unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from ccnn.nn.conv import ContinuousConv
+
+def resolution_layers(model: nn.Module) -> list[nn.Module]:
+    """Every submodule of ``model`` (itself included) that has a ``set_resolution`` method."""
+    return [m for m in model.modules() if callable(getattr(m, "set_resolution", None))]
 
 
 def set_resolution(model: nn.Module, scale: float | Sequence[float] | None) -> int:
@@ -27,7 +31,7 @@ def set_resolution(model: nn.Module, scale: float | Sequence[float] | None) -> i
     ``scale`` = target resolution / training resolution (e.g. 2.0 for 16 -> 32); ``None``
     or 1 restores the training grid.
     """
-    layers = [m for m in model.modules() if isinstance(m, ContinuousConv)]
+    layers = resolution_layers(model)
     for layer in layers:
         layer.set_resolution(scale)
     return len(layers)
@@ -36,8 +40,8 @@ def set_resolution(model: nn.Module, scale: float | Sequence[float] | None) -> i
 @contextmanager
 def at_resolution(model: nn.Module, scale: float | Sequence[float]) -> Iterator[nn.Module]:
     """Temporarily evaluate ``model`` at ``scale`` times its training resolution."""
-    layers = [m for m in model.modules() if isinstance(m, ContinuousConv)]
-    previous = [layer._resolution_scale for layer in layers]
+    layers = resolution_layers(model)
+    previous = [getattr(layer, "_resolution_scale", None) for layer in layers]
     try:
         for layer in layers:
             layer.set_resolution(scale)

@@ -43,6 +43,7 @@ from torch import nn
 
 from ccnn.nn.conv import CONVS, _check_common, _check_input
 from ccnn.nn.functional import conv_nd
+from ccnn.nn.functional.grids import parse_resolution_scale
 from ccnn.nn.params import tag_parameter
 
 SRF_SCALE = "srf_scale"
@@ -166,19 +167,7 @@ class SRFConv(nn.Module):
     def set_resolution(self, scale: float | Sequence[float] | None) -> None:
         """Evaluate at ``scale`` times the training resolution: sigma (in samples) is multiplied
         by ``scale`` per dim; scale-normalised derivatives keep the response. None resets."""
-        if scale is None:
-            self._resolution_scale = None
-            return
-        scales = (
-            (float(scale),) * self.data_dim
-            if not isinstance(scale, Sequence)
-            else tuple(map(float, scale))
-        )
-        if len(scales) != self.data_dim or min(scales) <= 0:
-            raise ValueError(
-                f"resolution scale must be > 0 for each of {self.data_dim} dims, got {scale}"
-            )
-        self._resolution_scale = None if all(s == 1.0 for s in scales) else scales
+        self._resolution_scale = parse_resolution_scale(scale, self.data_dim)
 
     def half_sizes(self, spatial: Sequence[int] | None = None) -> list[int]:
         """Kernel half-size per dim, ``ceil(k sigma + 0.5)`` (capped at ``L - 1`` if given)."""
