@@ -337,3 +337,16 @@ def test_test_before_train_is_reported(tmp_path):
         run_dir=str(tmp_path),
     )
     assert "acc" in results["test_before_train"]
+
+
+def test_cosine_floor_is_absolute_per_group():
+    f = lr_lambda(ScheduleSettings(name="cosine", eta_min=1e-6), 10, 2, base_lr=1e-3)
+    assert f(20) == pytest.approx(1e-3)  # 1e-6 / 1e-3
+    assert f(0) == pytest.approx(1.0)
+
+
+def test_seed_fixes_initial_weights(tmp_path):
+    cfg = compose(["device=cpu", "train.epochs=1", "train.limit_batches=1", "seed=3"])
+    a = run(cfg, run_dir=str(tmp_path / "a"))
+    b = run(cfg, run_dir=str(tmp_path / "b"))
+    assert a["test"] == b["test"] and a["val"] == b["val"]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,6 +40,7 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
     datamodule = build_datamodule(cfg)
     meta = datamodule.meta
     validate_with_meta(cfg, meta)
+    L.seed_everything(cfg.seed, workers=True)  # the seed also fixes the initial weights
     network = build_network(cfg, meta)
     if cfg.pretrained.load:
         load_pretrained(network, cfg.pretrained.filename, alias=cfg.pretrained.alias)

@@ -108,11 +108,18 @@ def published_weight_decay(model: nn.Module) -> torch.Tensor:
     return total
 
 
-def lr_lambda(s: ScheduleSettings, steps_per_epoch: int, total_epochs: int):
-    """Per-step LR factor for warm-up + cosine / multistep / exponential (None: constant)."""
+def lr_lambda(
+    s: ScheduleSettings, steps_per_epoch: int, total_epochs: int, base_lr: float | None = None
+):
+    """Per-step LR factor for warm-up + cosine / multistep / exponential.
+
+    Cosine decays to ``s.eta_min / base_lr`` (an absolute floor ``eta_min`` for a group whose
+    learning rate is ``base_lr``); without ``base_lr`` it decays to 0.
+    """
     name = (s.name or "").lower()
     warmup = max(0, int(round(s.warmup_epochs * steps_per_epoch))) if s.warmup_epochs > 0 else 0
     total = max(1, steps_per_epoch * total_epochs)
+    floor = min(1.0, s.eta_min / base_lr) if base_lr and s.eta_min > 0 else 0.0
 
     def warm(step: int) -> float | None:
         if warmup and step < warmup:
@@ -125,7 +132,7 @@ def lr_lambda(s: ScheduleSettings, steps_per_epoch: int, total_epochs: int):
             return w
         if name == "cosine":
             t = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.5 * (1.0 + math.cos(math.pi * t))
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
         if name == "multistep":
             epoch = (step - warmup) // max(1, steps_per_epoch)
             return s.factor ** sum(epoch >= m for m in s.decay_steps)
@@ -166,7 +173,6 @@ def build_scheduler(
         }
     if name in ("", "none") and s.warmup_epochs <= 0:
         return None
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(s, steps_per_epoch, total_epochs)
-    )
+    lambdas = [lr_lambda(s, steps_per_epoch, total_epochs, g["lr"]) for g in optimizer.param_groups]
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     return {"scheduler": sched, "interval": "step"}
