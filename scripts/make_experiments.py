@@ -121,7 +121,10 @@ def main(app: str, seed: str) -> None:
     for name, script, args in commands:
         listing[name] = {"script": script, "args": args}
         body = yaml.safe_dump(to_tree(args), sort_keys=True, default_flow_style=None)
-        header = f"# @package _global_\n# Generated from the paper's command ({script}); see scripts/make_experiments.py\n"
+        header = (
+            "# @package _global_\n"
+            f"# Generated from the paper's command ({script}); see scripts/make_experiments.py\n"
+        )
         (exp_dir / f"{name}.yaml").write_text(header + body)
     out = ROOT / "tests" / "seeds" / f"{app}_commands.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -183,13 +183,11 @@ def test_paper_command_smoke_runs_on_fake_data(name, tmp_path, capsys, fast_trai
     _smoke(name, tmp_path, capsys)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", SMOKE_SLOW)
 def test_other_paper_commands_smoke_run_on_fake_data(name, tmp_path, capsys, fast_trainer):
     _smoke(name, tmp_path, capsys)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in COMMANDS if is_crossres(n)])
 def test_crossres_commands_smoke_run_on_fake_data(name, tmp_path, fast_trainer):
     args = fake_args(

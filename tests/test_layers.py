@@ -343,4 +343,6 @@ def test_gabor_envelope_fast_path_equals_reference(kernel_type, data_dim):
     net = build_kernel_net(kernel_type, data_dim=data_dim, out_channels=3, omega_0=20.0).double()
     x = torch.rand(200, data_dim, dtype=torch.float64) * 2 - 1
     for l in range(len(net.filter_linears)):
-        torch.testing.assert_close(net.envelope(l, x), net.envelope_reference(l, x), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            net.envelope(l, x), net.envelope_reference(l, x), rtol=1e-10, atol=1e-12
+        )

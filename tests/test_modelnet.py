@@ -320,8 +320,7 @@ def test_paper_command_builds_the_published_network(name):
 
 @pytest.mark.parametrize(
     "name",
-    [n for n in COMMANDS if "6_380" not in n]
-    + [pytest.param(n, marks=pytest.mark.slow) for n in COMMANDS if "6_380" in n],
+    list(COMMANDS),
 )
 def test_paper_command_runs_in_fake_mode(name, tmp_path):
     cfg = compose(fake_args(COMMANDS[name]["args"], "train.limit_batches=1", "train.epochs=1"))

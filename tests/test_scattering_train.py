@@ -375,11 +375,9 @@ SMOKE = (
 @pytest.mark.filterwarnings("ignore:mixing horizon")
 @pytest.mark.parametrize(
     "exp",
-    # A (237M extractor parameters, ~7 GB of RAM), D and G (81M) take minutes on 2 CPU cores
-    [
-        pytest.param(e, marks=pytest.mark.slow) if e in "ADG" else e
-        for e in sorted(SEED_EXPERIMENTS)
-    ],
+    # A (237M extractor parameters, ~6 GB of RAM, ~1 min on 2 CPU cores) stays out of the
+    # default run; D and G (81M) take ~10 s each
+    [pytest.param(e, marks=pytest.mark.slow) if e == "A" else e for e in sorted(SEED_EXPERIMENTS)],
 )
 def test_seed_experiment_smoke(exp, tmp_path):
     # H, I: 1000 classes need ≥ 10 fake examples each for a 10% per-class subset to be smaller

@@ -1,17 +1,8 @@
 """Datasets: one module per family, registered in ``DATASETS``; the Lightning data module."""
 
-import importlib
-
+# importing a family module registers it in DATASETS
+from ccnn.data import digits, imagenet32, lra, modelnet, speech, uea, vision  # noqa: F401
 from ccnn.data.base import DATASETS, DataConfigError, DataOptions, DatasetMeta, DatasetSplits
-from ccnn.data.datamodule import CCNNDataModule
-
-FAMILY_MODULES = ("digits", "vision", "imagenet32", "speech", "lra", "uea", "modelnet")
-for _name in FAMILY_MODULES:
-    try:
-        importlib.import_module(f"ccnn.data.{_name}")
-    except ModuleNotFoundError as _err:  # a family whose module is not written yet
-        if _err.name != f"ccnn.data.{_name}":
-            raise
 
 __all__ = [
     "DATASETS",
@@ -21,3 +12,13 @@ __all__ = [
     "DatasetMeta",
     "DatasetSplits",
 ]
+
+
+def __getattr__(name: str):
+    # the Lightning data module is imported lazily: plain-torch users (e.g. train.py workers)
+    # need not pay for importing Lightning
+    if name == "CCNNDataModule":
+        from ccnn.data.datamodule import CCNNDataModule
+
+        return CCNNDataModule
+    raise AttributeError(f"module 'ccnn.data' has no attribute {name!r}")

@@ -153,7 +153,11 @@ class FakeDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        x = torch.randn(self.meta.input_shape, generator=g)
+        vocab = self.meta.extra.get("vocab_size") if self.meta.extra.get("token_ids") else None
+        if vocab:  # token datasets: valid ids, stored as floats like the real loaders
+            x = torch.randint(vocab, self.meta.input_shape, generator=g).float()
+        else:
+            x = torch.randn(self.meta.input_shape, generator=g)
         y = torch.randint(self.meta.num_classes, (), generator=g)
         return x, y
 

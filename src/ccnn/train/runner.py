@@ -179,6 +179,7 @@ def _single_device_trainer(s: TrainerSettings) -> L.Trainer:
         devices=1,
         precision=precision_for(resolve_accelerator(s.device), s.mixed_precision),
         logger=False,
+        enable_checkpointing=False,
         limit_val_batches=limit,
         limit_test_batches=limit,
         enable_progress_bar=s.progress_bar,
