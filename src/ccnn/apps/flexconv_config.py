@@ -42,7 +42,6 @@ from ccnn.data.datamodule import CCNNDataModule
 from ccnn.nn.conv import CONVS, ContinuousConv, DiscreteConv
 from ccnn.nn.kernels import KERNELS
 from ccnn.nn.masks import MASKS, GaussianMask
-from ccnn.nn.srf import SRFConv  # noqa: F401  (registers conv type 'SRF')
 from ccnn.train.optim import OptimSettings, ScheduleSettings
 from ccnn.train.runner import TrainerSettings
 
@@ -692,8 +691,7 @@ def build_network(cfg: DictConfig, meta: DatasetMeta) -> nn.Module:
     out_channels = 1 if meta.num_classes == 2 else meta.num_classes
     n = cfg.net
     if n.type.startswith("CIFARResNet"):
-        import ccnn.models.cifar_resnet  # noqa: F401  (registers CIFARResNet*)
-        from ccnn.models.registry import create_model
+        from ccnn.models import create_model  # the package registers CIFARResNet*
 
         return create_model(n.type, num_classes=out_channels, in_channels=meta.in_channels)
     from ccnn.models.flexnet import FlexNet, FlexTCN

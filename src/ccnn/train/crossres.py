@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -35,7 +34,7 @@ from torch import nn
 
 from ccnn.data.base import BatchTransform, DataOptions
 from ccnn.data.datamodule import CCNNDataModule
-from ccnn.nn.conv import ContinuousConv
+from ccnn.nn.resolution import at_resolution, set_resolution
 
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area")
 
@@ -181,40 +180,9 @@ class ResizedDataModule(CCNNDataModule):
         return other
 
 
-def resolution_layers(network: nn.Module) -> list[nn.Module]:
-    """Layers whose kernels follow the input resolution: continuous convs and any other module
-    with a ``set_resolution`` method (e.g. N-Jet/SRF layers)."""
-    return [
-        m
-        for m in network.modules()
-        if isinstance(m, ContinuousConv)
-        or (m is not network and callable(getattr(m, "set_resolution", None)))
-    ]
-
-
-def set_network_resolution(network: nn.Module, scale: float | Sequence[float] | None) -> int:
-    """Evaluate ``network`` at ``scale`` times its training resolution (``None`` resets);
-    returns how many layers changed. See :func:`ccnn.nn.set_resolution`."""
-    layers = resolution_layers(network)
-    for layer in layers:
-        layer.set_resolution(scale)
-    return len(layers)
-
-
-@contextmanager
-def network_at_resolution(
-    network: nn.Module, scale: float | Sequence[float]
-) -> Iterator[nn.Module]:
-    """Temporarily set the resolution of every resolution-aware layer."""
-    layers = resolution_layers(network)
-    previous = [getattr(layer, "_resolution_scale", None) for layer in layers]
-    try:
-        for layer in layers:
-            layer.set_resolution(scale)
-        yield network
-    finally:
-        for layer, prev in zip(layers, previous):
-            layer.set_resolution(prev)
+# The library's resolution API, under the names this module has always exported.
+set_network_resolution = set_resolution
+network_at_resolution = at_resolution
 
 
 @torch.no_grad()
