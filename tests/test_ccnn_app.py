@@ -307,12 +307,28 @@ def test_simulated_ddp_on_cpu(tmp_path):
     assert results["epochs"] == 1 and (tmp_path / "results.json").exists()
 
 
-def test_uea_time_series_through_main_learns(tmp_path):
+def test_uea_time_series_by_epochs_through_main(tmp_path):
     results = run(
-        compose(["experiment=uea_basicmotions", "device=cpu", "train.epochs=20"]),
+        compose(
+            [
+                "experiment=uea_basicmotions",
+                "device=cpu",
+                "train.steps=-1",
+                "train.position_budget=-1",
+                "train.epochs=40",
+            ]
+        ),
         run_dir=str(tmp_path),
     )
+    assert results["epochs"] == 40
     assert results["test"]["acc"] >= 0.7  # 4 classes: chance is 0.25
+
+
+def test_epochs_and_steps_together_are_rejected():
+    from ccnn.apps.ccnn_config import validate
+
+    with pytest.raises(ConfigError, match="train.steps=-1"):
+        validate(compose(["experiment=uea_basicmotions", "train.epochs=20"]))
 
 
 def test_distributed_needs_two_gpus(monkeypatch, tmp_path):

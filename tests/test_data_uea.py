@@ -25,7 +25,7 @@ def opts(root: Path, name: str = "Toy", family: str = "UEA", **params) -> DataOp
 
 
 def all_rows(splits) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = zip(*(s.tensors for s in (splits.train, splits.val, splits.test)))
+    xs, ys = zip(*(s.tensors[:2] for s in (splits.train, splits.val, splits.test)))
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -36,12 +36,16 @@ def all_rows(splits) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize(
     "family, params, shape, classes",
     [
-        ("CharTrajectories", {}, (4, 182), 20),
+        ("CharTrajectories", {}, (3, 182), 20),
+        ("CharTrajectories", {"pad_mode": "mask"}, (4, 182), 20),
         ("CharTrajectories", {"pad_mode": "ffill"}, (3, 182), 20),
-        ("CharTrajectories", {"pad_mode": "ffill", "drop_rate": 0.3}, (4, 182), 20),
+        ("CharTrajectories", {"pad_mode": "ffill", "drop_rate": 0.3}, (3, 182), 20),
+        ("CharTrajectories", {"pad_mode": "mask", "drop_rate": 0.3}, (4, 182), 20),
         ("UEA", {"uea_name": "BasicMotions"}, (6, 100), 4),
-        ("UEA", {"uea_name": "BasicMotions", "drop_rate": 50}, (7, 100), 4),
-        ("UEA", {"uea_name": "JapaneseVowels"}, (13, 29), 9),
+        ("UEA", {"uea_name": "BasicMotions", "drop_rate": 50}, (6, 100), 4),
+        ("UEA", {"uea_name": "BasicMotions", "drop_rate": 50, "pad_mode": "mask"}, (7, 100), 4),
+        ("UEA", {"uea_name": "JapaneseVowels"}, (12, 29), 9),
+        ("UEA", {"uea_name": "JapaneseVowels", "pad_mode": "mask"}, (13, 29), 9),
     ],
 )
 def test_meta_without_files(tmp_path, family, params, shape, classes):
@@ -57,7 +61,8 @@ def test_meta_without_files(tmp_path, family, params, shape, classes):
         ({"uea_name": "../etc"}, "uea_name"),
         ({"uea_name": "BasicMotions", "pad_mode": "edge"}, "pad_mode"),
         ({"uea_name": "BasicMotions", "uea_split": "random"}, "uea_split"),
-        ({"uea_name": "BasicMotions", "val_fraction": 0}, "val_fraction"),
+        ({"uea_name": "BasicMotions", "normalize": "minmax"}, "normalize"),
+        ({"uea_name": "BasicMotions", "val_fraction": 1}, "val_fraction"),
     ],
 )
 def test_bad_params(tmp_path, params, key):
@@ -78,7 +83,7 @@ def test_missing_files(tmp_path):
 
 def test_variable_length_mask_labels_normalisation(tmp_path):
     files = write_uea(tmp_path, "Toy")
-    splits = load_splits(opts(tmp_path))
+    splits = load_splits(opts(tmp_path, pad_mode="mask"))
     meta = splits.meta
     assert meta.input_shape == (3, 20) and meta.num_classes == 3
     assert meta.extra["classes"] == ["1", "2", "10"]  # numeric order, not "1" < "10" < "2"
@@ -105,6 +110,40 @@ def test_variable_length_mask_labels_normalisation(tmp_path):
     assert np.allclose(slope, slope[:, :1], rtol=1e-4)  # affine per channel
 
 
+def test_exclude_mode_gives_an_observation_mask(tmp_path):
+    files = write_uea(tmp_path, "Toy")
+    splits = load_splits(opts(tmp_path))
+    assert splits.meta.input_shape == (2, 20) and splits.meta.extra["observation_mask"]
+    x, y, mask = splits.test.tensors
+    reference = load_splits(opts(tmp_path, pad_mode="mask")).test.tensors[0]
+    for i, s in enumerate(files["TEST"][0]):
+        n = s.shape[1]
+        assert mask[i].tolist() == [1.0] * n + [0.0] * (20 - n)
+    torch.testing.assert_close(x, reference[:, :2])  # same values, mask not an input channel
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+def test_timestamps_mode_keeps_observed_steps_and_their_times(tmp_path, rate):
+    write_uea(tmp_path, "Toy")
+    grid = load_splits(opts(tmp_path, pad_mode="mask", drop_rate=rate)).test.tensors[0]
+    splits = load_splits(opts(tmp_path, pad_mode="timestamps", drop_rate=rate))
+    x, _, mask, times = splits.test.tensors
+    assert splits.meta.extra["timestamps"]
+    for i in range(len(x)):
+        observed = torch.nonzero(grid[i, -1])[:, 0]
+        k = len(observed)
+        assert mask[i].tolist() == [1.0] * k + [0.0] * (x.shape[-1] - k)
+        assert times[i, :k].tolist() == observed.float().tolist()
+        torch.testing.assert_close(x[i, :, :k], grid[i, :2, observed])
+        assert torch.all(x[i, :, k:] == 0)
+
+
+def test_no_validation_split(tmp_path):
+    write_uea(tmp_path, "Toy")
+    splits = load_splits(opts(tmp_path, val_fraction=0))
+    assert [len(splits.train), len(splits.val), len(splits.test)] == [30, 0, 12]
+
+
 def test_official_split_disjoint_reproducible(tmp_path):
     write_uea(tmp_path, "Toy")
     a, b = load_splits(opts(tmp_path)), load_splits(opts(tmp_path))
@@ -124,7 +163,7 @@ def test_unset_params_take_defaults(tmp_path):
     write_uea(tmp_path, "Toy")
     splits = load_splits(opts(tmp_path, pad_mode="", uea_split=None, val_fraction=-1, drop_rate=-1))
     assert [len(splits.train), len(splits.val), len(splits.test)] == [24, 6, 12]
-    assert splits.meta.input_shape == (3, 20)
+    assert splits.meta.input_shape == (2, 20) and splits.meta.extra["pad_mode"] == "exclude"
 
 
 def test_pooled_split(tmp_path):
@@ -143,14 +182,14 @@ def test_ffill_and_drop_rate(tmp_path):
     for i, s in enumerate(files["TEST"][0]):
         n = s.shape[1]
         assert torch.all(x_te[i, :, n:] == x_te[i, :, n - 1 : n])  # last value repeated
-    drop = load_splits(opts(tmp_path, drop_rate=0.5))
+    drop = load_splits(opts(tmp_path, drop_rate=0.5, pad_mode="mask"))
     x_te = drop.test.tensors[0]
     assert drop.meta.input_shape == (3, 20)
     for i, s in enumerate(files["TEST"][0]):
         n = s.shape[1]
         assert int(x_te[i, -1].sum()) == n - round(0.5 * n)
         assert torch.all(x_te[i, :2][:, x_te[i, -1] == 0] == 0)
-    again = load_splits(opts(tmp_path, drop_rate=0.5))
+    again = load_splits(opts(tmp_path, drop_rate=0.5, pad_mode="mask"))
     assert torch.equal(again.test.tensors[0], x_te)
 
 
@@ -161,10 +200,14 @@ def test_missing_values_are_masked(tmp_path):
         write_ts(
             tmp_path / "UEA" / "Gappy" / f"Gappy_{split}.ts", "Gappy", series, labels, ("a", "b")
         )
-    splits = load_splits(opts(tmp_path, "Gappy"))
+    splits = load_splits(opts(tmp_path, "Gappy", pad_mode="mask"))
     assert splits.meta.input_shape == (2, 10)  # missing values → variable → mask channel
     x = splits.test.tensors[0]
     assert x[0, 1, 3] == 0 and x[0, 0, 3] == 0 and torch.isfinite(x).all()
+    excluded = load_splits(opts(tmp_path, "Gappy"))
+    x, _, mask = excluded.test.tensors
+    assert excluded.meta.input_shape == (1, 10) and mask[0, 3] == 0 and mask[0].sum() == 9
+    assert x[0, 0, 3] == 0 and torch.isfinite(x).all()
 
 
 def test_char_trajectories_from_files(tmp_path):
@@ -178,7 +221,7 @@ def test_char_trajectories_from_files(tmp_path):
             labels,
             classes,
         )
-    splits = load_splits(opts(tmp_path, family="CharTrajectories"))
+    splits = load_splits(opts(tmp_path, family="CharTrajectories", pad_mode="mask"))
     assert splits.meta.input_shape == (4, 182) and splits.meta.num_classes == 20
     assert splits.train.tensors[0].shape[1:] == (4, 182) and len(splits.test) == 40
 
@@ -268,3 +311,28 @@ def test_basicmotions_real_data_learns(tmp_path):
     with torch.no_grad():
         acc = (model(x_te).argmax(-1) == y_te).float().mean().item()
     assert acc >= 0.7, f"test accuracy {acc:.2f} (chance 0.25)"
+
+
+def test_series_normalisation_and_scale_channels(tmp_path):
+    files = write_uea(tmp_path, "Toy")
+    z = load_splits(opts(tmp_path, normalize="series", pad_mode="mask")).test.tensors[0]
+    scaled = load_splits(opts(tmp_path, normalize="series_scale", pad_mode="mask"))
+    assert scaled.meta.input_shape == (7, 20)  # 2 z-normalised + 2 levels + 2 scales + mask
+    xs = scaled.test.tensors[0]
+    levels = []
+    for i, s in enumerate(files["TEST"][0]):
+        n = s.shape[1]
+        zi = z[i, :2, :n].double().numpy()
+        expected = (s - s.mean(1, keepdims=True)) / s.std(1, keepdims=True)
+        np.testing.assert_allclose(zi, expected, atol=1e-5)
+        torch.testing.assert_close(xs[i, :2, :n], z[i, :2, :n])
+        assert torch.all(xs[i, 2:6, :n] == xs[i, 2:6, :1])  # constant over the observed steps
+        assert torch.all(xs[i, 2:6, n:] == 0) and torch.all(xs[i, -1, :n] == 1)
+        levels.append(np.arcsinh(s.mean(1)))
+    # the level channels are asinh(mean) up to one affine map per channel (training statistics)
+    levels = np.array(levels)  # (n, 2)
+    got = xs[:, 2:4, 0].double().numpy()
+    for c in range(2):
+        slope, offset = np.polyfit(levels[:, c], got[:, c], 1)
+        np.testing.assert_allclose(levels[:, c] * slope + offset, got[:, c], atol=1e-4)
+        assert slope > 0

@@ -4,7 +4,8 @@ Layers (``ccnn.nn``): CKConv, FlexConv and their separable variants with continu
 (MAGNet, Gabor, Fourier, SIREN, RFNet, MLP kernel networks), Gaussian masks with dynamic
 cropping, fast N-D FFT convolution, and a resolution API. Models (``ccnn.models``): CCNN and
 the paper variants. Apps: ``main.py`` (CCNN), ``run_experiment.py``/``run_crossres.py``
-(FlexConv), ``train.py`` (learnable scattering).
+(FlexConv), ``train.py`` (learnable scattering). ``ccnn.TimeSeriesClassifier`` classifies series
+given as arrays (unequal lengths, missing values, timestamps) with the UEA preset.
 """
 
 from ccnn.models import CCNN, create_model, list_models
@@ -21,6 +22,16 @@ from ccnn.nn import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # The array API needs the config/training stack (Hydra, Lightning): import it on first use.
+    if name == "TimeSeriesClassifier":
+        from ccnn.apps.timeseries import TimeSeriesClassifier
+
+        return TimeSeriesClassifier
+    raise AttributeError(f"module 'ccnn' has no attribute {name!r}")
+
+
 __all__ = [
     "CCNN",
     "CKConv",
@@ -29,6 +40,7 @@ __all__ = [
     "SeparableCKConv",
     "SeparableConv",
     "SeparableFlexConv",
+    "TimeSeriesClassifier",
     "__version__",
     "at_resolution",
     "create_model",

@@ -10,6 +10,7 @@ paper commands run unchanged on CPU-only machines; ``device=cuda`` without a GPU
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.models.ccnn import CCNN
 from ccnn.models.pointcloud import PointCCNN
-from ccnn.nn.conv import CONVS
+from ccnn.nn.conv import CONVS, continuous_convs
 from ccnn.nn.kernels import KERNELS
 from ccnn.nn.masks import MASKS
 from ccnn.train.optim import OptimSettings, ScheduleSettings
@@ -61,6 +62,7 @@ class KernelConfig:
     no_hidden: int = -1
     no_layers: int = -1
     omega_0: float = 0.0
+    omega_0_per_length: float = 0.0  # ours: omega_0 = this x the input length (0: omega_0)
     input_scale: float = 0.0
     bias: bool = True
     size: str = "same"
@@ -76,6 +78,7 @@ class KernelConfig:
 class MaskConfig:
     type: str = ""
     init_value: float = -1.0
+    init_steps: float = -1.0  # ours: initial sigma in grid steps of the input (not init_value)
     threshold: float = -1.0
     dynamic_cropping: bool = False
     temperature: float = 0.0
@@ -91,6 +94,7 @@ class ConvConfig:
     padding: str = "same"
     stride: int = 1
     cache: bool = False
+    stem_type: str = ""  # ours: the stem's conv type ("" = conv.type)
 
 
 @dataclass
@@ -120,6 +124,7 @@ class DatasetParams:
     uea_name: str = ""
     pad_mode: str = ""
     uea_split: str = ""
+    normalize: str = ""
     val_fraction: float = -1.0
     lra_val: str = ""
     image_size: int = -1  # resize images (e.g. 256 for the published STL10 setting)
@@ -150,6 +155,10 @@ class TrainConfig:
     avail_gpus: int = -1
     limit_batches: int = -1
     resume: str = ""
+    # ours: train for a number of optimiser steps instead of epochs, capped by a compute budget
+    steps: int = -1
+    position_budget: float = -1.0
+    drop_last: bool = False  # ours: leave out the incomplete last training batch of an epoch
 
 
 @dataclass
@@ -170,6 +179,7 @@ class SchedulerConfig:
     factor: float = -1.0
     patience: int = -1
     warmup_epochs: float = -1
+    warmup_steps: int = -1  # ours: warm-up length in optimiser steps (wins over warmup_epochs)
     mode: str = "max"
 
 
@@ -258,7 +268,20 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.net.no_hidden > 0, f"net.no_hidden must be > 0, got {cfg.net.no_hidden}")
     _require(cfg.net.no_blocks >= 0, f"net.no_blocks must be >= 0, got {cfg.net.no_blocks}")
     _require(cfg.train.batch_size > 0, f"train.batch_size must be > 0, got {cfg.train.batch_size}")
-    _require(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
+    _require(
+        cfg.train.epochs > 0 or cfg.train.steps > 0,
+        f"train.epochs must be > 0 (or set train.steps), got {cfg.train.epochs}",
+    )
+    _require(
+        not (cfg.train.epochs > 0 and cfg.train.steps > 0),
+        f"set train.epochs or train.steps, not both (got {cfg.train.epochs} and "
+        f"{cfg.train.steps}); to train by epochs with a preset that counts steps, add "
+        "train.steps=-1",
+    )
+    _require(
+        cfg.train.position_budget <= 0 or cfg.train.steps > 0,
+        "train.position_budget caps train.steps; set train.steps too (or remove the budget)",
+    )
     _require(
         cfg.train.batch_size % cfg.train.accumulate_grad_steps == 0,
         f"train.batch_size={cfg.train.batch_size} must be divisible by "
@@ -273,6 +296,18 @@ def validate(cfg: DictConfig) -> None:
     conv_type = cfg.conv.type
     if conv_type not in POINT_CONVS:
         CONVS.get(conv_type)
+    if cfg.conv.stem_type:
+        _require(
+            conv_type not in POINT_CONVS and cfg.conv.stem_type not in POINT_CONVS,
+            "conv.stem_type is not supported for point-cloud convolutions; remove it",
+        )
+        CONVS.get(cfg.conv.stem_type)
+        discrete = ("Conv", "SeparableConv")
+        _require(
+            (conv_type in discrete) == (cfg.conv.stem_type in discrete),
+            f"conv.stem_type={cfg.conv.stem_type} and conv.type={conv_type} must both be "
+            "continuous (CKConv, FlexConv, ...) or both discrete (Conv, SeparableConv)",
+        )
     if (
         conv_type in ("CKConv", "FlexConv", "SeparableCKConv", "SeparableFlexConv")
         or conv_type in POINT_CONVS
@@ -280,11 +315,25 @@ def validate(cfg: DictConfig) -> None:
         KERNELS.get(cfg.kernel.type)
     if cfg.mask.type:
         MASKS.get(cfg.mask.type)
+    _require(
+        not (cfg.mask.init_steps > 0 and cfg.mask.init_value > 0),
+        "set either mask.init_value or mask.init_steps, not both "
+        f"(got {cfg.mask.init_value} and {cfg.mask.init_steps})",
+    )
+    _require(
+        cfg.mask.init_steps <= 0 or cfg.conv.type not in POINT_CONVS,
+        "mask.init_steps needs sequence or image inputs; point convolutions take mask.init_value",
+    )
+    _require(
+        not (cfg.kernel.omega_0_per_length > 0 and cfg.kernel.omega_0 > 0),
+        "set either kernel.omega_0 or kernel.omega_0_per_length, not both "
+        f"(got {cfg.kernel.omega_0} and {cfg.kernel.omega_0_per_length})",
+    )
     if cfg.scheduler.name == "plateau":
         _require(
-            cfg.scheduler.warmup_epochs <= 0,
+            cfg.scheduler.warmup_epochs <= 0 and cfg.scheduler.warmup_steps <= 0,
             "scheduler.name=plateau cannot be combined with warm-up; "
-            "set scheduler.warmup_epochs=-1",
+            "set scheduler.warmup_epochs=-1 (and scheduler.warmup_steps=-1)",
         )
     if cfg.optimizer.weight_decay_type not in ("published", "decoupled"):
         raise ConfigError(
@@ -316,16 +365,30 @@ def build_datamodule(cfg: DictConfig) -> CCNNDataModule:
         test_batch_size=cfg.train.batch_size * max(1, cfg.test.batch_size_multiplier),
         num_workers=cfg.no_workers,
         pin_memory=cfg.device != "cpu" and torch.cuda.is_available(),
+        drop_last=cfg.train.drop_last,
     )
 
 
-def kernel_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """Map ``kernel.*`` to kernel-network keyword arguments."""
+def kernel_kwargs(cfg: DictConfig, meta: DatasetMeta | None = None) -> dict[str, Any]:
+    """Map ``kernel.*`` to kernel-network keyword arguments.
+
+    ``kernel.omega_0_per_length`` (ours) sets ``omega_0`` to that factor times the longest
+    input extent, so the kernels' initial frequencies are the same relative to the sampling
+    grid for series of any length.
+    """
     k = cfg.kernel
+    omega_0 = k.omega_0
+    if k.omega_0_per_length > 0:
+        if meta is None or meta.data_type == "pointcloud":
+            raise ConfigError(
+                "kernel.omega_0_per_length needs sequence or image inputs (a grid length); "
+                "set kernel.omega_0 instead"
+            )
+        omega_0 = k.omega_0_per_length * max(meta.input_shape[1:])
     kwargs: dict[str, Any] = {
         "hidden_channels": k.no_hidden,
         "num_layers": k.no_layers,
-        "omega_0": k.omega_0,
+        "omega_0": omega_0,
         "bias": k.bias,
     }
     if k.input_scale > 0:
@@ -355,20 +418,31 @@ def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
         return kwargs
     kwargs.update(
         kernel_type=k.type,
-        kernel_kwargs=kernel_kwargs(cfg),
+        kernel_kwargs=kernel_kwargs(cfg, meta),
         kernel_size=size,
         chang_initialize=k.chang_initialize,
     )
     if c.type in ("FlexConv", "SeparableFlexConv"):
         kwargs["mask_type"] = m.type or "gaussian"
         kwargs["mask_kwargs"] = {
-            "init_value": m.init_value,
+            "init_value": mask_init_value(cfg, meta),
             "threshold": m.threshold,
             "dynamic_cropping": m.dynamic_cropping,
             "learn_mean": m.learn_mean,
             "temperature": m.temperature,
         }
     return kwargs
+
+
+def mask_init_value(cfg: DictConfig, meta: DatasetMeta) -> float:
+    """``mask.init_value``, or σ from ``mask.init_steps`` (ours): that many grid steps of the
+    longest input extent, ``init_steps * 2 / (L - 1)`` on the ``[-1, 1]`` kernel grid — masks
+    that start equally local (in steps) for inputs of any length."""
+    m = cfg.mask
+    if m.init_steps <= 0:
+        return m.init_value
+    length = max(meta.input_shape[1:])
+    return min(1.0, m.init_steps * 2.0 / max(1, length - 1))
 
 
 def point_conv_kwargs(cfg: DictConfig) -> dict[str, Any]:
@@ -430,7 +504,8 @@ def build_network(cfg: DictConfig, meta: DatasetMeta):
         raise ConfigError(
             f"net.embedding_dim needs a token dataset; {cfg.dataset.name} has no vocabulary"
         )
-    return CCNN(
+    network = CCNN(
+        stem_conv_type=cfg.conv.stem_type or None,
         in_channels=cfg.net.embedding_dim if vocab else meta.in_channels,
         out_channels=out_channels,
         data_dim=meta.data_dim,
@@ -441,6 +516,12 @@ def build_network(cfg: DictConfig, meta: DatasetMeta):
         vocab_size=vocab,
         **common,
     )
+    if meta.extra.get("timestamps"):
+        # observations come with their times: size the "same" kernels for the full series,
+        # not for the time span of the first batch
+        for conv in continuous_convs(network):
+            conv.init_time_grid(meta.input_shape[-1] - 1)
+    return network
 
 
 def optim_settings(cfg: DictConfig) -> tuple[OptimSettings, ScheduleSettings]:
@@ -464,6 +545,7 @@ def optim_settings(cfg: DictConfig) -> tuple[OptimSettings, ScheduleSettings]:
         ScheduleSettings(
             name=s.name,
             warmup_epochs=s.warmup_epochs,
+            warmup_steps=s.warmup_steps,
             decay_steps=decay_steps,
             factor=s.factor,
             patience=s.patience,
@@ -472,11 +554,35 @@ def optim_settings(cfg: DictConfig) -> tuple[OptimSettings, ScheduleSettings]:
     )
 
 
-def trainer_settings(cfg: DictConfig, run_dir: str) -> TrainerSettings:
+def training_epochs(cfg: DictConfig, num_train: int, length: int) -> int:
+    """Epochs to train: ``train.epochs``, or — with ``train.steps`` — the whole number of epochs
+    closest to that many optimiser steps, after capping the steps so that at most
+    ``train.position_budget`` positions (series x length) are processed in training.
+
+    Steps rather than epochs give tiny training sets (a few dozen series) enough updates, and
+    the budget keeps long or large sets within a fixed compute cost.
+    """
+    t = cfg.train
+    if t.steps <= 0:
+        return int(t.epochs)
+    batch = min(t.batch_size, max(1, num_train))
+    if t.drop_last:
+        per_epoch = max(1, num_train // batch)
+    else:
+        per_epoch = math.ceil(max(1, num_train) / batch)
+    if t.limit_batches and t.limit_batches > 0:
+        per_epoch = min(per_epoch, t.limit_batches)
+    steps = int(t.steps)
+    if t.position_budget > 0:
+        steps = max(1, min(steps, int(t.position_budget // (batch * max(1, length)))))
+    return max(1, round(steps / per_epoch))
+
+
+def trainer_settings(cfg: DictConfig, run_dir: str, epochs: int | None = None) -> TrainerSettings:
     t = cfg.train
     return TrainerSettings(
         run_dir=run_dir,
-        epochs=t.epochs,
+        epochs=int(epochs if epochs is not None else t.epochs),
         device=cfg.device,
         distributed=t.distributed,
         devices=t.avail_gpus,

@@ -1,7 +1,9 @@
 """``python main.py key=value ...`` — the CCNN paper's command line (Hydra).
 
 With no ``dataset.name`` and no ``experiment`` on the command line, the embedded default
-experiment ``digits`` runs (scikit-learn's handwritten digits; no download).
+experiment ``digits`` runs (scikit-learn's handwritten digits; no download). With
+``dataset.name=UEA`` (or ``UCR``) and no experiment, the one time-series preset ``uea`` runs, so
+``python main.py dataset.name=UEA dataset.params.uea_name=<set>`` works for any UCR/UEA set.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ from ccnn.apps.ccnn_config import (
     build_network,
     optim_settings,
     trainer_settings,
+    training_epochs,
     validate,
     validate_with_meta,
 )
 from ccnn.apps.common import ConfigError, check_overrides, report_errors
 
 DEFAULT_EXPERIMENT = "digits"
+DATASET_PRESETS = {"UEA": "uea", "UCR": "uea"}
+"""Experiment applied when ``dataset.name`` names one of these families and no experiment is
+given, so ``python main.py dataset.name=UEA dataset.params.uea_name=<set>`` works alone."""
 
 
 def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
@@ -48,16 +54,37 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
     module = ClassificationModule(
         network, meta.num_classes, optim, schedule, track_grad_norm=cfg.train.track_grad_norm
     )
+    settings = trainer_settings(cfg, run_dir)
+    if cfg.train.steps > 0 or _no_validation(cfg):
+        datamodule.setup()
+        splits = datamodule.splits
+        settings.epochs = training_epochs(cfg, len(splits.train), meta.input_shape[-1])
+        if len(splits.val) == 0:
+            _require_no_val_monitor(cfg)
+            settings.monitor = ""
     results = fit_and_test(
         module,
         datamodule,
-        trainer_settings(cfg, run_dir),
+        settings,
         do_train=cfg.train.do,
         test_before_train=cfg.test.before_train,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     _print_summary(cfg, results, run_dir)
     return results
+
+
+def _no_validation(cfg: DictConfig) -> bool:
+    """``dataset.params.val_fraction=0``: train on the whole training split, test the end."""
+    return cfg.dataset.params.val_fraction == 0
+
+
+def _require_no_val_monitor(cfg: DictConfig) -> None:
+    if cfg.scheduler.name == "plateau":
+        raise ConfigError(
+            "scheduler.name=plateau needs a validation split; set dataset.params.val_fraction "
+            "> 0 or use scheduler.name=cosine"
+        )
 
 
 def compose(overrides: list[str] | None = None) -> DictConfig:
@@ -73,9 +100,10 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
 def _print_summary(cfg: DictConfig, results: dict, run_dir: str) -> None:
     test = results.get("test", {})
     val = results.get("val", {})
+    val_text = f"val acc {val['acc']:.4f}" if "acc" in val else "no validation split"
     print(
         f"\n[ccnn] {cfg.dataset.name} ({cfg.dataset.data_type}) | params {results['params']:,} | "
-        f"epochs {results.get('epochs')} | val acc {val.get('acc', float('nan')):.4f} | "
+        f"epochs {results.get('epochs')} | {val_text} | "
         f"test acc {test.get('acc', float('nan')):.4f} | {results['wall_time_s']:.1f}s\n"
         f"[ccnn] results, checkpoints and kernel plots in {Path(run_dir).resolve()}"
     )
@@ -89,12 +117,14 @@ def _hydra_main(cfg: DictConfig) -> None:
 def prepare_argv(argv: list[str]) -> list[str]:
     """Check keys of ``key=value`` arguments and add the default experiment if needed."""
     check_overrides(argv, CCNNConfig)
-    names_data = any(
-        a.split("=", 1)[0].lstrip("+") in ("dataset.name", "experiment") for a in argv if "=" in a
-    )
-    if not names_data and not any(a.startswith("-") for a in argv):
-        argv = [f"experiment={DEFAULT_EXPERIMENT}", *argv]
-    return argv
+    given = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
+    given = {k.lstrip("+"): v for k, v in given.items()}
+    if any(a.startswith("-") for a in argv) or "experiment" in given:
+        return argv
+    if "dataset.name" not in given:
+        return [f"experiment={DEFAULT_EXPERIMENT}", *argv]
+    preset = DATASET_PRESETS.get(given["dataset.name"])
+    return [f"experiment={preset}", *argv] if preset else argv
 
 
 def main() -> None:

@@ -585,6 +585,8 @@ def data_options(cfg: DictConfig, resolution: int | None = None) -> DataOptions:
             params[key] = True
     if p.drop_rate:
         params["drop_rate"] = float(p.drop_rate)
+    if family == "CharTrajectories":
+        params["pad_mode"] = "mask"  # the published encoding: zero fill + mask channel
     if resolution is not None and family == "Imagenet-k":
         params["resolution"] = int(resolution)
     return DataOptions(

@@ -23,25 +23,30 @@ class CCNNDataModule(L.LightningDataModule):
     """Loads a dataset family; applies its batch transform on the training device.
 
     ``meta`` is available right after construction (no files are read), so networks can be
-    built before ``setup``.
+    built before ``setup``. ``splits`` wraps datasets already in memory (the array API).
     """
 
     def __init__(
         self,
-        opts: DataOptions,
+        opts: DataOptions | None,
         batch_size: int,
         test_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        splits: DatasetSplits | None = None,
+        drop_last: bool = False,
     ):
         super().__init__()
+        if (opts is None) == (splits is None):
+            raise ValueError("give either dataset options or ready-made splits")
         self.opts = opts
         self.batch_size = batch_size
         self.test_batch_size = test_batch_size or batch_size
         self.num_workers = default_num_workers(num_workers)
         self.pin_memory = pin_memory
-        self.meta: DatasetMeta = get_meta(opts)
-        self.splits: DatasetSplits | None = None
+        self.drop_last = drop_last
+        self.meta: DatasetMeta = splits.meta if splits is not None else get_meta(opts)
+        self.splits: DatasetSplits | None = splits
         self._restored_state: dict[str, Any] | None = None
 
     def prepare_data(self) -> None:
@@ -54,7 +59,7 @@ class CCNNDataModule(L.LightningDataModule):
             if self._restored_state:
                 self._check_state(self._restored_state)
 
-    def _loader(self, ds, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, ds, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
         return DataLoader(
             ds,
             batch_size=batch_size,
@@ -62,12 +67,15 @@ class CCNNDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            drop_last=False,
+            drop_last=drop_last,
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled batches; with ``drop_last`` the incomplete last batch of each epoch is left
+        out (unless the whole split is smaller than one batch)."""
         self.setup()
-        return self._loader(self.splits.train, self.batch_size, shuffle=True)
+        drop = self.drop_last and len(self.splits.train) >= self.batch_size
+        return self._loader(self.splits.train, self.batch_size, shuffle=True, drop_last=drop)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()

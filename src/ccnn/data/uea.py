@@ -28,17 +28,29 @@ is the test split. ``"pooled"``: TRAIN ∪ TEST split stratified 70/15/15 — th
 published CKConv/FlexConv code (after Kidger et al. 2020, arXiv:2005.08926), for comparison.
 
 Values: every channel is standardised with the mean/std of the observed values of the TRAINING
-split. Variable lengths (and missing values ``?``) are handled by ``params.pad_mode``:
+split (``params.normalize="dataset"``, default), or each series on its own (``"series"``, the UCR
+z-normalisation; ``"series_scale"`` also keeps each series' level and scale as two constant
+channels per channel — see :func:`normalize`). Variable lengths, missing values ``?`` and dropped steps are handled by ``params.pad_mode``:
 
-* ``"mask"`` (default): series are padded at the end to the maximum length with zeros (= the
-  channel mean after normalisation) and an observation-mask channel (1 observed, 0 padded) is
-  appended, giving ``(c + 1, l_max)``. Equal-length sets without missing data get no mask.
+* ``"exclude"`` (default): series are padded at the end to the maximum length and batches are
+  ``(x, y, mask)`` with ``mask (l,)`` 1 at observed steps; the network excludes unobserved steps
+  exactly (:mod:`ccnn.nn.masking`), so padding never changes a prediction. Equal-length sets
+  without missing data give plain ``(x, y)``.
+* ``"timestamps"``: each series keeps only its observed steps, moved to the front, with their
+  original step indices as times: ``(x, y, mask, times)``; the network convolves at the true time
+  differences. This is how irregularly sampled series are given.
+* ``"mask"`` (the published CKConv/FlexConv encoding): zeros at unobserved steps (= the channel
+  mean after normalisation) and an observation-mask channel appended, giving ``(c + 1, l_max)``;
+  every step flows through the network. Equal-length sets without missing data get no mask.
 * ``"ffill"``: missing steps repeat the last observed value (padding continues the final value,
   as in the published code), no mask channel: ``(c, l_max)``.
 
 ``params.drop_rate=r > 0`` drops ``round(r * length)`` seeded random time steps of each series
 (``r < 1`` a fraction, ``1 <= r < 100`` a percentage, as in the published irregular-sampling
-experiments) — they count as missing — and always appends the mask channel.
+experiments) — they count as missing (with ``pad_mode=mask`` the mask channel is always added).
+
+``params.val_fraction=0`` keeps the whole official TRAIN for training (no validation split; the
+UEA preset trains a fixed number of steps and tests the final model).
 
 Unset params (missing, ``None``, ``""`` or ``-1``) take the defaults above.
 
@@ -49,6 +61,7 @@ Data are small, so inputs are stored normalised as ``float32`` and there is no b
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +85,7 @@ ZENODO_URL = "https://zenodo.org/records/{id}/files/{file}?download=1"
 ZENODO_IDS = {"CharacterTrajectories": 18723007}  # as in aeon 1.6's tsc_zenodo
 ZIP_URL = "https://timeseriesclassification.com/aeon-toolkit/{name}.zip"
 CHAR_TRAJECTORIES = "CharacterTrajectories"
-PAD_MODES = ("mask", "ffill")
+PAD_MODES = ("exclude", "timestamps", "mask", "ffill")
 SPLITS = ("official", "pooled")
 
 
@@ -219,22 +232,35 @@ def forward_fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.take_along_axis(filled, idx, axis=-1)
 
 
+NORMALIZE = ("dataset", "series", "series_scale")
+
+
 def _options(opts: DataOptions) -> tuple[str, str, float, float]:
-    pad_mode = param(opts, "pad_mode", "mask")
+    pad_mode = param(opts, "pad_mode", "exclude")
+    norm = param(opts, "normalize", "dataset")
+    if norm not in NORMALIZE:
+        raise DataConfigError(
+            f"dataset.params.normalize={norm!r}: use 'dataset' (per channel, training "
+            "statistics), 'series' (each series z-normalised) or 'series_scale' (z-normalised "
+            "plus each series' level and scale as channels)."
+        )
     split = param(opts, "uea_split", "official")
     frac = float(param(opts, "val_fraction", 0.2))
     if pad_mode not in PAD_MODES:
         raise DataConfigError(
-            f"dataset.params.pad_mode={pad_mode!r}: use 'mask' (zero padding + mask channel) or "
-            "'ffill' (repeat the last observed value)."
+            f"dataset.params.pad_mode={pad_mode!r}: use 'exclude' (unobserved steps are excluded "
+            "exactly), 'timestamps' (observed steps with their times), 'mask' (zero fill + mask "
+            "channel, as published) or 'ffill' (repeat the last observed value)."
         )
     if split not in SPLITS:
         raise DataConfigError(
             f"dataset.params.uea_split={split!r}: use 'official' (TRAIN → train/val, TEST → "
             "test) or 'pooled' (TRAIN ∪ TEST → 70/15/15)."
         )
-    if not 0.0 < frac < 1.0:
-        raise DataConfigError(f"dataset.params.val_fraction={frac} must be in (0, 1).")
+    if not 0.0 <= frac < 1.0:
+        raise DataConfigError(
+            f"dataset.params.val_fraction={frac} must be in [0, 1) (0: no validation split)."
+        )
     return pad_mode, split, frac, drop_fraction(opts)
 
 
@@ -272,12 +298,17 @@ class _UEABase:
         pad_mode, split, _, rate = _options(opts)
         name = cls.set_name(opts)
         info = cls.info(opts, name)
-        mask = rate > 0 or (info.variable and pad_mode == "mask")
-        c = info.channels + int(mask)
+        unobserved = rate > 0 or info.variable
+        mask = pad_mode == "mask" and unobserved
+        norm = param(opts, "normalize", "dataset")
+        c = info.channels * (3 if norm == "series_scale" else 1) + int(mask)
         extra = {
             "uea_name": name,
             "mask_channel": mask,
+            "observation_mask": pad_mode == "timestamps" or (pad_mode == "exclude" and unobserved),
+            "timestamps": pad_mode == "timestamps",
             "pad_mode": pad_mode,
+            "normalize": norm,
             "uea_split": split,
             "drop_rate": rate,
         }
@@ -304,34 +335,90 @@ class _UEABase:
 
         # splits (indices into the concatenation TRAIN ‖ TEST)
         if split == "official":
-            tr, va = stratified_split(y[:n_tr], (1.0 - frac, frac), seed=opts.split_seed)
+            if frac > 0:
+                tr, va = stratified_split(y[:n_tr], (1.0 - frac, frac), seed=opts.split_seed)
+            else:
+                tr, va = torch.arange(n_tr), torch.arange(0)
             te = torch.arange(n_tr, len(series))
         else:
             tr, va, te = stratified_split(y, (0.7, 0.15, 0.15), seed=opts.split_seed)
 
-        valid = ~np.isnan(values)  # (n, c, l)
-        train_vals = values[tr.numpy()]
-        mean = np.nanmean(train_vals, axis=(0, 2))
-        std = np.nanstd(train_vals, axis=(0, 2), ddof=1)
-        std = np.where(std > 0, std, 1.0)
-        values = (values - mean[None, :, None]) / std[None, :, None]
-        if pad_mode == "ffill":
-            values = forward_fill(values, valid)
-        else:
-            values = np.where(valid, values, 0.0)
+        values = normalize(values, tr.numpy(), meta.extra["normalize"])
+        valid = ~np.isnan(values)  # (n, c', l)
+        values = (
+            forward_fill(values, valid) if pad_mode == "ffill" else np.where(valid, values, 0.0)
+        )
         x = torch.from_numpy(values).float()
+        observed = torch.from_numpy(valid.any(axis=1)).float()  # (n, l)
+        extras: list[torch.Tensor] = []
         if meta.extra["mask_channel"]:
-            observed = torch.from_numpy(valid.any(axis=1, keepdims=True)).float()  # (n, 1, l)
-            x = torch.cat([x, observed], dim=1)  # (n, c + 1, l)
-        if tuple(x.shape[1:]) != meta.input_shape or len(classes) != meta.num_classes:
+            x = torch.cat([x, observed[:, None]], dim=1)  # (n, c + 1, l)
+        elif meta.extra["timestamps"]:
+            x, observed, times = compact_observed(x, observed)
+            extras = [observed, times]
+        elif meta.extra["observation_mask"]:
+            extras = [observed]
+        if (
+            tuple(x.shape[1:2]) != meta.input_shape[:1]
+            or len(classes) != meta.num_classes
+            or (not meta.extra["timestamps"] and x.shape[-1] != meta.input_shape[-1])
+        ):
             raise DataConfigError(
                 f"{name}: the files give inputs {tuple(x.shape[1:])} and {len(classes)} classes, "
                 f"but {meta.input_shape} and {meta.num_classes} were expected; the files are "
                 "not the official release."
             )
-        sets = [TensorDataset(x[i], y[i]) for i in (tr, va, te)]
+        sets = [TensorDataset(x[i], y[i], *(e[i] for e in extras)) for i in (tr, va, te)]
         meta.extra["classes"] = classes
         return DatasetSplits(*sets, meta=meta, state={})
+
+
+def normalize(values: np.ndarray, train: np.ndarray, mode: str) -> np.ndarray:
+    """Standardise ``(n, c, l)`` series (NaN = unobserved) as ``params.normalize`` says.
+
+    * ``dataset``: each channel with the mean/std of the observed training values;
+    * ``series``: each series and channel over its own observed steps (z-normalisation, the UCR
+      convention), so series of very different scales are comparable;
+    * ``series_scale``: ``series`` plus, per channel, two constant channels with the series'
+      level and scale (``asinh(mean)`` and ``log(std)``, standardised with training statistics),
+      so the information z-normalisation removes is still there: ``(n, 3c, l)``.
+    """
+    if mode == "dataset":
+        mean = np.nanmean(values[train], axis=(0, 2))
+        std = np.nanstd(values[train], axis=(0, 2), ddof=1)
+        std = np.where(std > 0, std, 1.0)
+        return (values - mean[None, :, None]) / std[None, :, None]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN series stay NaN
+        level = np.nanmean(values, axis=2, keepdims=True)  # (n, c, 1)
+        scale = np.nanstd(values, axis=2, keepdims=True)
+    z = (values - level) / np.where(scale > 0, scale, 1.0)
+    if mode == "series":
+        return z
+    stats = np.concatenate([np.arcsinh(level), np.log(scale + 1e-3)], axis=1)  # (n, 2c, 1)
+    stats = np.nan_to_num(stats)
+    stats = (stats - stats[train].mean(0)) / np.where(
+        (sd := stats[train].std(0)) > 0, sd, 1.0
+    )
+    constant = np.where(np.isnan(values).all(1, keepdims=True), np.nan, 1.0)  # (n, 1, l)
+    return np.concatenate([z, stats * constant], axis=1)
+
+
+def compact_observed(
+    x: torch.Tensor, observed: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move each series' observed steps to the front, keeping their step indices as times.
+
+    Shapes: ``(n, c, l), (n, l) -> (n, c, m), (n, m) mask, (n, m) times`` with ``m`` the largest
+    number of observed steps.
+    """
+    keep = observed > 0
+    m = max(1, int(keep.sum(-1).max()))
+    order = torch.argsort((~keep).to(torch.int8), dim=-1, stable=True)[:, :m]  # observed first
+    values = x.gather(-1, order[:, None].expand(-1, x.shape[1], -1))
+    mask = keep.gather(-1, order).float()
+    times = order.float() * mask
+    return values * mask[:, None], mask, times
 
 
 @DATASETS.register("UEA", "UCR")

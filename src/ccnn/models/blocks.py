@@ -4,7 +4,10 @@ Legend: b batch · c channels · s spatial dims.
 
 ``conv_factory(in_channels, out_channels) -> nn.Module`` builds the block's convolutions, so the
 same blocks serve continuous, discrete and point-cloud convolutions. Extra positional arguments
-of ``forward`` (e.g. point-cloud neighbourhoods) are passed to every convolution.
+of ``forward`` (e.g. point-cloud neighbourhoods) are passed to every convolution; the keyword
+arguments ``mask`` and ``times`` (series with unobserved steps or timestamps, see
+:mod:`ccnn.nn.masking`) go to every convolution, and ``mask`` also to every BatchNorm, so that
+unobserved steps never enter a statistic.
 
 Registered in :data:`BLOCKS` (``net.block.type``):
 
@@ -25,14 +28,19 @@ import torch
 from torch import nn
 
 from ccnn.nn.layers import get_activation, get_dropout, get_norm, pointwise
+from ccnn.nn.masking import apply_norm
 from ccnn.registry import Registry
 
 BLOCKS: Registry = Registry("block type")
 ConvFactory = Callable[[int, int], nn.Module]
 
 
-def _call(conv: nn.Module, x: torch.Tensor, ctx: tuple) -> torch.Tensor:
-    return conv(x, *ctx)
+def _call(conv: nn.Module, x: torch.Tensor, ctx: tuple, seq: dict) -> torch.Tensor:
+    return conv(x, *ctx, **seq)
+
+
+def _norm(norm: nn.Module, x: torch.Tensor, seq: dict) -> torch.Tensor:
+    return apply_norm(norm, x, seq.get("mask"))
 
 
 class Block(nn.Module):
@@ -101,13 +109,13 @@ class S4Block(Block):
             self.act(),
         )
 
-    def forward(self, x: torch.Tensor, *ctx) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *ctx, **seq) -> torch.Tensor:
         """Shapes: ``(b, c_in, *s) -> (b, c_out, *s)``."""
         shortcut = self.shortcut(x)
-        h = self.norm(x) if self.prenorm else x
-        h = self.act2(self.linear(self.dropout(self.act1(_call(self.conv, h, ctx)))))
+        h = _norm(self.norm, x, seq) if self.prenorm else x
+        h = self.act2(self.linear(self.dropout(self.act1(_call(self.conv, h, ctx, seq)))))
         out = h + shortcut
-        return out if self.prenorm else self.norm(out)
+        return out if self.prenorm else _norm(self.norm, out, seq)
 
 
 @BLOCKS.register("default", "ResNet")
@@ -127,10 +135,10 @@ class ResNetBlock(Block):
             self.act(),
         )
 
-    def forward(self, x: torch.Tensor, *ctx) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *ctx, **seq) -> torch.Tensor:
         """Shapes: ``(b, c_in, *s) -> (b, c_out, *s)``."""
-        h = self.dropout(self.act1(self.norm1(_call(self.conv1, x, ctx))))
-        h = self.norm2(_call(self.conv2, h, ctx))
+        h = self.dropout(self.act1(_norm(self.norm1, _call(self.conv1, x, ctx, seq), seq)))
+        h = _norm(self.norm2, _call(self.conv2, h, ctx, seq), seq)
         return self.act2(h + self.shortcut(x))
 
 
@@ -151,10 +159,10 @@ class PreActResNetBlock(Block):
             conv_factory(c_out, c_out),
         )
 
-    def forward(self, x: torch.Tensor, *ctx) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *ctx, **seq) -> torch.Tensor:
         """Shapes: ``(b, c_in, *s) -> (b, c_out, *s)``."""
-        h = _call(self.conv1, self.act1(self.norm1(x)), ctx)
-        h = _call(self.conv2, self.dropout(self.act2(self.norm2(h))), ctx)
+        h = _call(self.conv1, self.act1(_norm(self.norm1, x, seq)), ctx, seq)
+        h = _call(self.conv2, self.dropout(self.act2(_norm(self.norm2, h, seq))), ctx, seq)
         return h + self.shortcut(x)
 
 
@@ -177,10 +185,10 @@ class TCNBlock(Block):
         )
         self.act_out = self.act()
 
-    def forward(self, x: torch.Tensor, *ctx) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *ctx, **seq) -> torch.Tensor:
         """Shapes: ``(b, c_in, *s) -> (b, c_out, *s)``."""
-        h = self.drop1(self.act1(self.norm1(_call(self.conv1, x, ctx))))
-        h = self.drop2(self.act2(self.norm2(_call(self.conv2, h, ctx))))
+        h = self.drop1(self.act1(_norm(self.norm1, _call(self.conv1, x, ctx, seq), seq)))
+        h = self.drop2(self.act2(_norm(self.norm2, _call(self.conv2, h, ctx, seq), seq)))
         return self.act_out(h + self.shortcut(x))
 
 

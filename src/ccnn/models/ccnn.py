@@ -14,17 +14,38 @@ Binary tasks use ``out_channels=1`` (one logit, BCE-with-logits).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
 from ccnn.models.blocks import BLOCKS, Block, block_widths
-from ccnn.nn.conv import build_conv
+from ccnn.nn.conv import ContinuousConv, build_conv
 from ccnn.nn.layers import get_activation, get_dropout, get_norm
+from ccnn.nn.masking import apply_norm, check_mask, last_observed, masked_mean, time_span, to_grid
 
 READOUTS = ("mean", "last")
+TIME_PATHS = ("grid", "direct")
+
+
+@contextmanager
+def _fine_grid(model: nn.Module, resolution: int) -> Iterator[None]:
+    """Sample every continuous kernel ``resolution`` times finer, without rescaling its values
+    (each observation placed on the finer grid still counts once)."""
+    convs = [m for m in model.modules() if isinstance(m, ContinuousConv)]
+    if resolution == 1:
+        yield
+        return
+    previous = [(c._resolution_scale, c._rescale_amplitude) for c in convs]
+    try:
+        for c in convs:
+            c.set_resolution(float(resolution), rescale_amplitude=False)
+        yield
+    finally:
+        for c, (scale, amplitude) in zip(convs, previous):
+            c.set_resolution(scale, rescale_amplitude=amplitude)
 
 
 class CCNN(nn.Module):
@@ -58,6 +79,14 @@ class CCNN(nn.Module):
         vocab_size: if set, inputs are token ids ``(b, 1, l)`` embedded into ``in_channels``
             channels by a learned embedding (an option for LRA text tasks).
         stem: start with a conv-norm-act stem (False: the first block maps ``in_channels``).
+        stem_conv_type: the stem's conv type if not ``conv_type`` (same ``conv_kwargs``), e.g.
+            ``FlexConv``: one kernel per output channel, where a separable stem on a univariate
+            input would learn a single kernel.
+        time_path: how series given with ``times`` are convolved: ``grid`` (observations placed
+            on a grid of step ``1 / time_resolution``, then FFT/direct convolutions; fast) or
+            ``direct`` (the kernel evaluated pair by pair at the true time differences; the
+            reference, O(n^2) memory). Both agree exactly when the times lie on the grid.
+        time_resolution: grid points per time unit for ``time_path="grid"``.
 
     Shapes: ``(b, in_channels, *s) -> (b, out_channels)``.
     """
@@ -87,10 +116,18 @@ class CCNN(nn.Module):
         readout: str = "mean",
         vocab_size: int | None = None,
         stem: bool = True,
+        stem_conv_type: str | None = None,
+        time_path: str = "grid",
+        time_resolution: int = 1,
     ):
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"Unknown readout '{readout}'; supported: {list(READOUTS)}")
+        if time_path not in TIME_PATHS:
+            raise ValueError(f"Unknown time_path '{time_path}'; supported: {list(TIME_PATHS)}")
+        if int(time_resolution) != time_resolution or time_resolution < 1:
+            raise ValueError(f"time_resolution must be a positive integer, got {time_resolution}")
+        self.time_path, self.time_resolution = time_path, int(time_resolution)
         conv_kwargs = dict(conv_kwargs or {})
         if readout == "last" and not (data_dim == 1 and conv_kwargs.get("causal")):
             raise ValueError("readout='last' needs a causal 1D model (conv.causal=True, 1D data)")
@@ -109,7 +146,12 @@ class CCNN(nn.Module):
         self.dropout_in = get_dropout("Dropout", dropout_in)
         c_in = in_channels
         if stem:
-            self.stem = conv_factory(in_channels, hidden_channels)
+            stem_factory = (
+                self.conv_factory(stem_conv_type, conv_kwargs, data_dim)
+                if stem_conv_type
+                else conv_factory
+            )
+            self.stem = stem_factory(in_channels, hidden_channels)
             self.stem_norm = get_norm(norm, hidden_channels, layout)
             self.stem_act = get_activation(nonlinearity)
             c_in = hidden_channels
@@ -154,21 +196,74 @@ class CCNN(nn.Module):
         """How the network builds a convolution ``(c_in, c_out) -> module``."""
         return lambda c_in, c_out: build_conv(conv_type, c_in, c_out, data_dim, **conv_kwargs)
 
-    def features(self, x: torch.Tensor, *ctx: Any) -> torch.Tensor:
-        """Shapes: ``(b, c_in, *s) -> (b, c, *s')``. ``ctx`` is passed to every convolution."""
+    def features(self, x: torch.Tensor, *ctx: Any, **seq: torch.Tensor) -> torch.Tensor:
+        """Shapes: ``(b, c_in, *s) -> (b, c, *s')``. ``ctx`` is passed to every convolution;
+        ``seq`` (``mask``, ``times``) to every convolution and norm (see :meth:`forward`)."""
         if self.embedding is not None:
             if x.dim() != 3 or x.shape[1] != 1:
                 raise ValueError(f"token inputs must be (b, 1, l), got {tuple(x.shape)}")
             x = self.embedding(x[:, 0].long()).transpose(1, 2)  # (b, c, l)
+        if seq and any(not isinstance(b, Block) for b in self.blocks):
+            raise ValueError(
+                "net.downsampling (MaxPool) cannot be combined with padded or irregular series; "
+                "remove net.downsampling or give equal-length, fully observed inputs"
+            )
+        mask = seq.get("mask")
         x = self.dropout_in(x)
         if self.stem is not None:
-            x = self.stem_act(self.stem_norm(self.stem(x, *ctx)))
+            x = self.stem_act(apply_norm(self.stem_norm, self.stem(x, *ctx, **seq), mask))
         for block in self.blocks:
-            x = block(x, *ctx) if isinstance(block, Block) else block(x)
-        return self.out_norm(x)
+            x = block(x, *ctx, **seq) if isinstance(block, Block) else block(x)
+        return apply_norm(self.out_norm, x, mask)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``(b, c_in, *s) -> (b, out_channels)``."""
-        h = self.features(x)
-        h = h[..., -1] if self.readout == "last" else h.flatten(2).mean(-1)  # (b, c)
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits for ``x``; series with unobserved steps or timestamps are handled exactly.
+
+        Args:
+            x: ``(b, c_in, *s)``; or, for 1D series, ``(b, c_in, l)`` on a regular grid with
+                ``mask``, or ``(b, c_in, n)`` observations at ``times``.
+            mask: ``(b, l)`` (or ``(b, n)``): 1 observed, 0 padding or missing. Unobserved steps
+                never reach a convolution, a BatchNorm statistic or the readout, so padding a
+                series by any number of steps does not change its logits.
+            times: ``(b, n)`` observation times in units of the training grid step (e.g. the
+                original step index of each kept observation). The kernels are evaluated at the
+                true time differences: on a grid of step ``1 / time_resolution`` (the default
+                fast path) or pair by pair (``time_path="direct"``, the reference).
+
+        Shapes: ``(b, c_in, *s) -> (b, out_channels)``.
+        """
+        seq: dict[str, torch.Tensor] = {}
+        if mask is not None:
+            seq["mask"] = check_mask(x, mask)
+        if times is not None:
+            if x.dim() != 3 or times.shape != (x.shape[0], x.shape[-1]):
+                raise ValueError(
+                    f"times must have shape (b, n) = {(x.shape[0], x.shape[-1])} for inputs "
+                    f"(b, c, n); got times {tuple(times.shape)}, inputs {tuple(x.shape)}"
+                )
+            span = time_span(times, seq.get("mask"))
+            for conv in self.modules():
+                if isinstance(conv, ContinuousConv) and int(conv.grid_size[0]) == 0:
+                    conv.init_time_grid(span)
+            if self.time_path == "grid":
+                x, seq["mask"], _ = to_grid(x, times, seq.get("mask"), self.time_resolution)
+                with _fine_grid(self, self.time_resolution):
+                    h = self.features(x, **seq)
+            else:
+                seq["times"] = times
+                h = self.features(x, **seq)
+        else:
+            h = self.features(x, **seq)
+        mask = seq.get("mask")
+        if self.readout == "last":
+            h = h[..., -1] if mask is None else last_observed(h, mask)  # (b, c)
+        elif mask is None:
+            h = h.flatten(2).mean(-1)  # (b, c)
+        else:
+            h = masked_mean(h, mask)  # (b, c)
         return self.out_linear(h)

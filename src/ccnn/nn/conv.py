@@ -35,6 +35,7 @@ from ccnn.nn.functional import conv_nd
 from ccnn.nn.functional.grids import parse_resolution_scale
 from ccnn.nn.kernels import build_kernel_net
 from ccnn.nn.layers import pointwise
+from ccnn.nn.masking import check_mask, time_span
 from ccnn.nn.masks import build_mask
 from ccnn.nn.params import KERNEL_NET, tag_module
 from ccnn.registry import Registry
@@ -166,6 +167,7 @@ class ContinuousConv(nn.Module):
         self.register_buffer("grid_size", torch.tensor(fixed, dtype=torch.long))
         self.register_buffer("chang_initialized", torch.tensor(False))
         self._resolution_scale: tuple[float, ...] | None = None
+        self._rescale_amplitude = True
         self._cache_key: tuple | None = None
         self._cache_kernel: torch.Tensor | None = None
         self.last_kernel: torch.Tensor | None = None
@@ -183,14 +185,20 @@ class ContinuousConv(nn.Module):
             size = self.kernel_size
         self.grid_size.copy_(torch.tensor(size, dtype=torch.long))
 
-    def set_resolution(self, scale: float | Sequence[float] | None) -> None:
+    def set_resolution(
+        self, scale: float | Sequence[float] | None, rescale_amplitude: bool = True
+    ) -> None:
         """Sample the kernel for inputs ``scale`` times the training resolution (None resets).
 
         The grid keeps its extent [-1, 1]; it gets ``round((n - 1) * scale) + 1`` points per
         dim, and the kernel is multiplied by ``prod_d (new_step_d / old_step_d)`` so that the
         response to a resampled signal is preserved (FlexConv's ``(source/target)^2`` in 2D).
+        ``rescale_amplitude=False`` keeps the kernel values as they are: for sparse
+        observations placed on a finer grid (:func:`ccnn.nn.masking.to_grid`), where each
+        observation still counts once.
         """
         self._resolution_scale = parse_resolution_scale(scale, self.data_dim)
+        self._rescale_amplitude = rescale_amplitude or self._resolution_scale is None
         self._cache_key = None
 
     def sampling_grid(self) -> tuple[list[torch.Tensor], float]:
@@ -202,7 +210,7 @@ class ContinuousConv(nn.Module):
         if self._resolution_scale is not None:
             new = [max(1, round((n - 1) * s) + 1) for n, s in zip(sizes, self._resolution_scale)]
             for n, m in zip(sizes, new):
-                if n > 1 and m > 1:
+                if n > 1 and m > 1 and self._rescale_amplitude:
                     factor *= (n - 1) / (m - 1)
             sizes = new
         axes = [
@@ -222,6 +230,7 @@ class ContinuousConv(nn.Module):
         return (
             tuple((p.data_ptr(), p._version) for p in params),
             self._resolution_scale,
+            self._rescale_amplitude,
             tuple(self.grid_size.tolist()),
             x.dtype,
             x.device,
@@ -276,9 +285,26 @@ class ContinuousConv(nn.Module):
             self._cache_key = key
         return self._cache_kernel
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``(b, in, *s) -> (b, out, *s)``."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Convolve ``x``; unobserved steps (``mask == 0``) contribute nothing.
+
+        Without ``times``, ``x`` lies on the regular grid and ``mask (b, l)`` marks observed
+        steps. With ``times (b, n)`` (1D only; in units of the training grid step) the kernel
+        is evaluated at the true time differences between the observations (the direct path;
+        see :mod:`ccnn.nn.masking`).
+
+        Shapes: ``(b, in, *s) -> (b, out, *s)``; with times ``(b, in, n) -> (b, out, n)``.
+        """
         _check_input(self, x)
+        if times is not None:
+            return self._forward_times(x, times, mask)
+        if mask is not None:
+            x = x * check_mask(x, mask)[:, None]
         kernel = self.kernel(x)
         self.last_kernel = kernel if self.training else None
         if kernel.dtype != x.dtype and not torch.is_autocast_enabled():
@@ -286,6 +312,71 @@ class ContinuousConv(nn.Module):
         out = conv_nd(
             x, kernel, self.bias, causal=self.causal, separable=self.separable, use_fft=self.use_fft
         )
+        if self.channel_mixer is not None:
+            out = self.channel_mixer(out)
+        return out
+
+    # -- irregular sampling: the kernel at the true time differences ---------------------------
+    def init_time_grid(self, span: float) -> None:
+        """Size a ``"same"``/``"full"`` kernel grid for series spanning ``span`` time units."""
+        self._init_grid((int(round(span)) + 1,))
+
+    def _forward_times(
+        self, x: torch.Tensor, times: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Direct path: ``out[:, :, i] = sum_j K(t_j - t_i) x[:, :, j]`` over observed ``j``.
+
+        The offset ``t_j - t_i`` (time units = grid steps) maps to the kernel position the
+        regular-grid convolution would use for it, so on integer times this equals the grid
+        path. Offsets outside the (cropped) kernel, and after ``t_i`` for causal kernels, get 0.
+
+        Shapes: ``(b, in, n), (b, n), (b, n) -> (b, out, n)``.
+        """
+        if self.data_dim != 1:
+            raise ValueError("timestamps are only defined for 1D series (data_dim=1)")
+        b, c, n = x.shape
+        if times.shape != (b, n):
+            raise ValueError(f"times must have shape (b, n) = {(b, n)}, got {tuple(times.shape)}")
+        valid = (
+            torch.ones(b, n, dtype=x.dtype, device=x.device)
+            if mask is None
+            else check_mask(x, mask)
+        )
+        if int(self.grid_size[0]) == 0:
+            self.init_time_grid(time_span(times, mask))
+        size = int(self.grid_size[0])
+        ref = next(self.kernel_net.parameters())
+        axis = torch.linspace(-1.0, 1.0, size, device=ref.device, dtype=ref.dtype)
+        if size == 1:
+            axis = torch.zeros(1, device=ref.device, dtype=ref.dtype)
+        keep = self.mask.crop([axis])[0] if self.mask is not None else slice(0, size)
+        start, stop, _ = keep.indices(size)
+        width = stop - start
+        if self.chang_initialize and not bool(self.chang_initialized):
+            self._apply_chang_init(num_positions=width)
+        before = width - 1 if self.causal else (width - 1) // 2
+        offsets = (times[:, None, :] - times[:, :, None]).to(ref.dtype)  # (b, i, j)
+        index = offsets + (start + before)  # position on the training grid, in steps
+        step = 2.0 / (size - 1) if size > 1 else 0.0
+        tol = 1e-6
+        inside = (index >= start - tol) & (index <= stop - 1 + tol)
+        pair = inside & (valid[:, None, :] > 0)  # (b, i, j)
+        positions = (-1.0 + step * index) if size > 1 else torch.zeros_like(index)
+        unique, inverse = torch.unique(positions[pair], return_inverse=True)
+        table = self.kernel_net(unique[:, None])  # (u, o)
+        if self.mask is not None:
+            table = table * self.mask(unique[:, None])[:, None]
+        o = table.shape[-1]
+        weights = x.new_zeros(b, n, n, o)
+        weights[pair] = table[inverse].to(x.dtype)
+        xv = x * valid[:, None]
+        if self.separable:
+            out = torch.einsum("bijc,bcj->bci", weights, xv)  # (b, c, n)
+        else:
+            weights = weights.view(b, n, n, self.out_channels, self.in_channels)
+            out = torch.einsum("bijoc,bcj->boi", weights, xv)  # (b, out, n)
+        if self.bias is not None:
+            out = out + self.bias[:, None]
         if self.channel_mixer is not None:
             out = self.channel_mixer(out)
         return out
@@ -395,9 +486,21 @@ class DiscreteConv(nn.Module):
             pointwise(in_channels, out_channels, data_dim, bias=bias) if separable else None
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Shapes: ``(b, in, *s) -> (b, out, *s)``."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        times: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Shapes: ``(b, in, *s) -> (b, out, *s)``; unobserved steps (``mask == 0``) are zeros."""
         _check_input(self, x)
+        if times is not None:
+            raise ValueError(
+                "discrete convolutions have no kernel between grid steps; put irregular series "
+                "on a grid (ccnn.nn.masking.to_grid) or use a continuous convolution"
+            )
+        if mask is not None:
+            x = x * check_mask(x, mask)[:, None]
         out = conv_nd(
             x,
             self.weight,

@@ -23,6 +23,16 @@ from ccnn.train.optim import (
 )
 
 LossTerm = Callable[[nn.Module], torch.Tensor]
+SEQUENCE_FIELDS = ("mask", "times")
+"""Batch entries after ``(x, y)``, passed to the network by name (see :mod:`ccnn.nn.masking`)."""
+
+
+def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``(x, y[, mask[, times]])`` → ``x, y, {"mask": ..., "times": ...}``."""
+    x, y, *extra = batch
+    if len(extra) > len(SEQUENCE_FIELDS):
+        raise ValueError(f"batches are (x, y[, mask[, times]]); got {2 + len(extra)} entries")
+    return x, y, dict(zip(SEQUENCE_FIELDS, extra))
 
 
 class ClassificationModule(L.LightningModule):
@@ -70,8 +80,8 @@ class ClassificationModule(L.LightningModule):
             if key in norms:
                 self.log("train/grad_norm", norms[key], on_step=True, on_epoch=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)
+    def forward(self, x: torch.Tensor, **seq: torch.Tensor) -> torch.Tensor:
+        return self.network(x, **seq)
 
     def _loss_and_metrics(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
         if self.binary:
@@ -88,8 +98,8 @@ class ClassificationModule(L.LightningModule):
         return loss, metrics
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch[0], batch[1]
-        logits = self.network(x)
+        x, y, seq = split_batch(batch)
+        logits = self.network(x, **seq)
         loss, metrics = self._loss_and_metrics(logits, y)
         total = loss
         for name, weight, fn in self.loss_terms:
@@ -101,8 +111,8 @@ class ClassificationModule(L.LightningModule):
         return total
 
     def _eval_step(self, batch, stage: str) -> None:
-        x, y = batch[0], batch[1]
-        loss, metrics = self._loss_and_metrics(self.network(x), y)
+        x, y, seq = split_batch(batch)
+        loss, metrics = self._loss_and_metrics(self.network(x, **seq), y)
         sync = self.trainer is not None and self.trainer.world_size > 1
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=sync)
         for k, v in metrics.items():

@@ -49,6 +49,7 @@ class OptimSettings:
 class ScheduleSettings:
     name: str = ""
     warmup_epochs: float = -1
+    warmup_steps: int = -1  # > 0: warm up over this many optimiser steps (wins over epochs)
     decay_steps: list[int] = field(default_factory=list)
     factor: float = -1.0
     patience: int = -1
@@ -117,7 +118,10 @@ def lr_lambda(
     learning rate is ``base_lr``); without ``base_lr`` it decays to 0.
     """
     name = (s.name or "").lower()
-    warmup = max(0, int(round(s.warmup_epochs * steps_per_epoch))) if s.warmup_epochs > 0 else 0
+    if s.warmup_steps > 0:
+        warmup = int(s.warmup_steps)
+    else:
+        warmup = max(0, int(round(s.warmup_epochs * steps_per_epoch))) if s.warmup_epochs > 0 else 0
     total = max(1, steps_per_epoch * total_epochs)
     floor = min(1.0, s.eta_min / base_lr) if base_lr and s.eta_min > 0 else 0.0
 
@@ -158,7 +162,7 @@ def build_scheduler(
             f"scheduler.factor must be > 0 for scheduler '{name}', got {s.factor}"
         )
     if name == "plateau":
-        if s.warmup_epochs > 0:
+        if s.warmup_epochs > 0 or s.warmup_steps > 0:
             raise OptimConfigError(
                 "scheduler.name=plateau cannot be combined with warm-up; "
                 "set scheduler.warmup_epochs=-1"
@@ -171,7 +175,7 @@ def build_scheduler(
             "interval": "epoch",
             "monitor": "val/acc" if s.mode == "max" else "val/loss",
         }
-    if name in ("", "none") and s.warmup_epochs <= 0:
+    if name in ("", "none") and s.warmup_epochs <= 0 and s.warmup_steps <= 0:
         return None
     lambdas = [lr_lambda(s, steps_per_epoch, total_epochs, g["lr"]) for g in optimizer.param_groups]
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

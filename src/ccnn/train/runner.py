@@ -52,7 +52,7 @@ class TrainerSettings:
     plot_kernels: bool = True
     resume_from: str = ""
     progress_bar: bool = True
-    monitor: str = "val/acc"
+    monitor: str = "val/acc"  # "" = no validation split: train the full schedule, test the end
 
 
 def resolve_accelerator(device: str) -> str:
@@ -101,24 +101,25 @@ def build_trainer(
         strategy = "ddp" if accelerator == "gpu" else "ddp_spawn"
         devices = wanted
     run_dir = Path(s.run_dir)
+    # Without a monitor (no validation split) the final model is the result: no "best"
+    # checkpoint, no early stopping, no validation loop.
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
-        monitor=s.monitor,
+        monitor=s.monitor or None,
         mode="max",
         auto_insert_metric_name=False,
         enable_version_counter=False,
+        save_top_k=1 if s.monitor else 0,
     )
     # Lightning only refreshes save_last when a top-k checkpoint is saved; keep our own
     # last.ckpt, overwritten after every epoch, so an interrupted run can always resume.
     last = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False
     )
-    callbacks: list = [
-        checkpoint,
-        last,
-        EarlyStopping(monitor=s.monitor, mode="max", patience=max(1, s.patience)),
-    ]
+    callbacks: list = [checkpoint, last]
+    if s.monitor:
+        callbacks.append(EarlyStopping(monitor=s.monitor, mode="max", patience=max(1, s.patience)))
     if s.plot_kernels:
         callbacks.append(
             KernelPlotCallback(run_dir / "kernels", every_epoch=s.plot_kernels_every_epoch)
@@ -144,7 +145,7 @@ def build_trainer(
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
         limit_train_batches=limit,
-        limit_val_batches=limit,
+        limit_val_batches=limit if s.monitor else 0,
         limit_test_batches=limit,
         num_sanity_val_steps=0,
         enable_progress_bar=s.progress_bar,
@@ -247,9 +248,15 @@ def fit_and_test(
         val_ckpt = best if best and Path(best).exists() else None
         # evaluate on one device so every example counts exactly once
         evaluator = _single_device_trainer(s) if s.distributed else trainer
-        results["val"] = _metrics(
-            evaluator.validate(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False),
-            "val",
+        results["val"] = (
+            _metrics(
+                evaluator.validate(
+                    module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False
+                ),
+                "val",
+            )
+            if s.monitor
+            else {}
         )
         results["test"] = _metrics(
             evaluator.test(module, datamodule=datamodule, ckpt_path=val_ckpt, verbose=False), "test"

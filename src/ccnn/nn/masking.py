@@ -1,0 +1,216 @@
+"""Sequences with unobserved steps: padding, missing values and irregular timestamps.
+
+Legend: b batch · c channels · l steps (grid positions) · n observations per series.
+
+Two equivalent ways to hand a network series that are not all observed on one full grid:
+
+* **on a grid with an observation mask** — values ``(b, c, l)`` and ``mask (b, l)``, 1 where a
+  step was observed, 0 where it is padding (unequal lengths) or missing. Every layer excludes
+  the unobserved steps exactly: convolutions see zeros there (so the output at an observed step
+  is the sum over observed steps only), BatchNorm takes its statistics over observed steps only,
+  and the readout averages (or takes the last of) observed steps. Padding a series with any
+  number of steps therefore never changes its prediction.
+* **with timestamps** — values ``(b, c, n)``, their times ``(b, n)`` (in units of the sampling
+  step the kernels were trained with) and ``mask (b, n)`` (0 for padding). A continuous kernel is
+  evaluated at the true time differences ``t_j - t_i`` (the direct path of
+  :class:`ccnn.nn.ContinuousConv`), or the observations are placed on a grid of step
+  ``1 / resolution`` (:func:`to_grid`) and the grid path above runs; both agree exactly when the
+  times lie on that grid.
+
+The published CKConv/FlexConv code zero-fills missing steps and appends the mask as an input
+channel instead; all steps then flow through every layer. That encoding is still available in the
+UEA loader (``pad_mode=mask``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def check_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` as a float tensor of shape ``(b, l)`` matching ``x (b, c, l)``."""
+    if x.dim() != 3:
+        raise ValueError(
+            f"an observation mask needs sequences (b, c, l); got input {tuple(x.shape)}"
+        )
+    if mask.shape != (x.shape[0], x.shape[-1]):
+        raise ValueError(
+            f"mask must have shape (b, l) = {(x.shape[0], x.shape[-1])}, got {tuple(mask.shape)}"
+        )
+    return mask.to(dtype=x.dtype)
+
+
+def masked_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask: torch.Tensor):
+    """BatchNorm of ``x (b, c, l)`` whose training statistics use observed steps only.
+
+    Equals ``norm(x)`` when every step is observed (running statistics are updated the same way:
+    momentum, unbiased variance). In eval mode the running statistics are used, as usual.
+
+    Shapes: ``(b, c, l), (b, l) -> (b, c, l)``.
+    """
+    m = mask[:, None]  # (b, 1, l)
+    use_batch = norm.training or not norm.track_running_stats
+    if use_batch:
+        count = m.sum()
+        if count < 2:
+            raise ValueError("BatchNorm needs at least two observed steps in a batch")
+        mean = (x * m).sum((0, 2)) / count  # (c,)
+        var = (((x - mean[:, None]) ** 2) * m).sum((0, 2)) / count
+        if norm.training and norm.track_running_stats:
+            with torch.no_grad():
+                norm.num_batches_tracked.add_(1)
+                momentum = (
+                    norm.momentum
+                    if norm.momentum is not None
+                    else 1.0 / float(norm.num_batches_tracked)
+                )
+                unbiased = var * count / (count - 1)
+                norm.running_mean.lerp_(mean.detach(), momentum)
+                norm.running_var.lerp_(unbiased.detach(), momentum)
+    else:
+        mean, var = norm.running_mean, norm.running_var
+    out = (x - mean[:, None]) * torch.rsqrt(var[:, None] + norm.eps)
+    if norm.affine:
+        out = out * norm.weight[:, None] + norm.bias[:, None]
+    return out
+
+
+def apply_norm(norm: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``norm(x)``, with BatchNorm statistics over observed steps when ``mask`` is given.
+
+    Norms that act on each position separately (channel LayerNorm, Identity) need no mask;
+    norms that pool over positions other than BatchNorm are rejected.
+    """
+    if mask is None:
+        return norm(x)
+    if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+        return masked_batch_norm(norm, x, mask)
+    if isinstance(norm, nn.GroupNorm):
+        raise ValueError(
+            "GroupNorm pools over positions and cannot exclude padded steps; use "
+            "net.norm=BatchNorm or LayerNorm for series of unequal length"
+        )
+    return norm(x)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over observed steps. Shapes: ``(b, c, l), (b, l) -> (b, c)``."""
+    m = mask[:, None]
+    return (x * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+
+
+def last_observed(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Value at each series' last observed step. Shapes: ``(b, c, l), (b, l) -> (b, c)``."""
+    steps = torch.arange(x.shape[-1], device=x.device)
+    last = torch.where(mask > 0, steps, -1).amax(-1).clamp_min(0)  # (b,)
+    return x.gather(-1, last[:, None, None].expand(-1, x.shape[1], 1))[..., 0]
+
+
+def time_span(times: torch.Tensor, mask: torch.Tensor | None) -> float:
+    """Largest ``max t - min t`` over the observed points of any series of the batch."""
+    if mask is None:
+        return float((times.amax(-1) - times.amin(-1)).max())
+    valid = mask > 0
+    hi = torch.where(valid, times, -torch.inf).amax(-1)
+    lo = torch.where(valid, times, torch.inf).amin(-1)
+    span = torch.where(valid.any(-1), hi - lo, torch.zeros_like(hi))
+    return float(span.max())
+
+
+def to_grid(
+    values: torch.Tensor,
+    times: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    resolution: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Place observations on a regular grid of step ``1 / resolution`` (per series from its
+    first observation).
+
+    Times that are not multiples of ``1 / resolution`` are rounded to the nearest grid point;
+    two observations of one series on the same grid point raise an error (use a finer
+    ``resolution``).
+
+    Shapes: ``(b, c, n), (b, n), (b, n) -> (b, c, l) grid values, (b, l) grid mask,
+    (b, n) grid index of each observation``.
+    """
+    if resolution < 1 or int(resolution) != resolution:
+        raise ValueError(f"resolution must be a positive integer, got {resolution}")
+    b, c, n = values.shape
+    if times.shape != (b, n):
+        raise ValueError(f"times must have shape (b, n) = {(b, n)}, got {tuple(times.shape)}")
+    valid = torch.ones(b, n, dtype=torch.bool, device=values.device) if mask is None else mask > 0
+    start = torch.where(valid, times, torch.inf).amin(-1, keepdim=True)
+    start = torch.where(torch.isfinite(start), start, torch.zeros_like(start))
+    index = torch.round((times - start) * resolution).long()
+    index = torch.where(valid, index, 0)
+    length = int(index.max()) + 1 if n else 1
+    grid_mask = torch.zeros(b, length, dtype=values.dtype, device=values.device)
+    grid_mask.scatter_add_(1, index, valid.to(values.dtype))
+    if bool((grid_mask > 1).any()):
+        raise ValueError(
+            f"two observations of a series fall on the same grid point at resolution "
+            f"{resolution}; use a finer resolution (or the direct path)"
+        )
+    grid = torch.zeros(b, c, length, dtype=values.dtype, device=values.device)
+    src = values * valid[:, None].to(values.dtype)
+    grid.scatter_add_(2, index[:, None].expand(-1, c, -1), src)
+    return grid, grid_mask, index
+
+
+def pad_series(
+    series: Sequence[np.ndarray | torch.Tensor],
+    times: Sequence[np.ndarray | torch.Tensor] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Batch series of unequal length: ``[(c, l_i)]`` (or ``[(l_i,)]``) → values, mask[, times].
+
+    NaN values count as missing (mask 0). With ``times`` (one ``(l_i,)`` array per series) the
+    times are padded too and returned; without, the series are assumed regularly sampled.
+
+    Shapes: ``-> (b, c, max l), (b, max l), (b, max l) or None``.
+    """
+    arrays = [torch.as_tensor(np.asarray(s, dtype=np.float64)) for s in series]
+    arrays = [a[None] if a.dim() == 1 else a for a in arrays]
+    if not arrays:
+        raise ValueError("no series given")
+    c = arrays[0].shape[0]
+    for i, a in enumerate(arrays):
+        if a.dim() != 2 or a.shape[0] != c:
+            raise ValueError(f"series {i} has shape {tuple(a.shape)}; expected ({c}, length)")
+    length = max(a.shape[1] for a in arrays)
+    values = torch.zeros(len(arrays), c, length, dtype=torch.float64)
+    mask = torch.zeros(len(arrays), length, dtype=torch.float64)
+    for i, a in enumerate(arrays):
+        observed = ~torch.isnan(a).any(0)
+        values[i, :, : a.shape[1]] = torch.nan_to_num(a)
+        mask[i, : a.shape[1]] = observed.double()
+    padded_times = None
+    if times is not None:
+        if len(times) != len(arrays):
+            raise ValueError(f"{len(times)} time arrays for {len(arrays)} series")
+        padded_times = torch.zeros(len(arrays), length, dtype=torch.float64)
+        for i, (t, a) in enumerate(zip(times, arrays)):
+            t = torch.as_tensor(np.asarray(t, dtype=np.float64))
+            if t.shape != (a.shape[1],):
+                raise ValueError(
+                    f"times of series {i} have shape {tuple(t.shape)}, expected ({a.shape[1]},)"
+                )
+            padded_times[i, : a.shape[1]] = t
+        padded_times = padded_times.to(dtype)
+    return values.to(dtype), mask.to(dtype), padded_times
+
+
+__all__ = [
+    "apply_norm",
+    "check_mask",
+    "last_observed",
+    "masked_batch_norm",
+    "masked_mean",
+    "pad_series",
+    "time_span",
+    "to_grid",
+]
