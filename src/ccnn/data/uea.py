@@ -30,7 +30,8 @@ published CKConv/FlexConv code (after Kidger et al. 2020, arXiv:2005.08926), for
 Values: every channel is standardised with the mean/std of the observed values of the TRAINING
 split (``params.normalize="dataset"``, default), or each series on its own (``"series"``, the UCR
 z-normalisation; ``"series_scale"`` also keeps each series' level and scale as two constant
-channels per channel — see :func:`normalize`). Variable lengths, missing values ``?`` and dropped steps are handled by ``params.pad_mode``:
+channels per channel — see :func:`normalize`). Variable lengths, missing values ``?`` and
+dropped steps are handled by ``params.pad_mode``:
 
 * ``"exclude"`` (default): series are padded at the end to the maximum length and batches are
   ``(x, y, mask)`` with ``mask (l,)`` 1 at observed steps; the network excludes unobserved steps
@@ -397,9 +398,8 @@ def normalize(values: np.ndarray, train: np.ndarray, mode: str) -> np.ndarray:
         return z
     stats = np.concatenate([np.arcsinh(level), np.log(scale + 1e-3)], axis=1)  # (n, 2c, 1)
     stats = np.nan_to_num(stats)
-    stats = (stats - stats[train].mean(0)) / np.where(
-        (sd := stats[train].std(0)) > 0, sd, 1.0
-    )
+    sd = stats[train].std(0)
+    stats = (stats - stats[train].mean(0)) / np.where(sd > 0, sd, 1.0)
     constant = np.where(np.isnan(values).all(1, keepdims=True), np.nan, 1.0)  # (n, 1, l)
     return np.concatenate([z, stats * constant], axis=1)
 
