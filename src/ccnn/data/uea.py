@@ -381,8 +381,9 @@ def normalize(values: np.ndarray, train: np.ndarray, mode: str) -> np.ndarray:
     * ``series``: each series and channel over its own observed steps (z-normalisation, the UCR
       convention), so series of very different scales are comparable;
     * ``series_scale``: ``series`` plus, per channel, two constant channels with the series'
-      level and scale (``asinh(mean)`` and ``log(std)``, standardised with training statistics),
-      so the information z-normalisation removes is still there: ``(n, 3c, l)``.
+      level and scale (``asinh(mean)`` and ``log(std)``, centred with training statistics and
+      divided by their training spread where it exceeds 1), so the information
+      z-normalisation removes is still there: ``(n, 3c, l)``.
     """
     if mode == "dataset":
         mean = np.nanmean(values[train], axis=(0, 2))
@@ -398,8 +399,10 @@ def normalize(values: np.ndarray, train: np.ndarray, mode: str) -> np.ndarray:
         return z
     stats = np.concatenate([np.arcsinh(level), np.log(scale + 1e-3)], axis=1)  # (n, 2c, 1)
     stats = np.nan_to_num(stats)
-    sd = stats[train].std(0)
-    stats = (stats - stats[train].mean(0)) / np.where(sd > 0, sd, 1.0)
+    # centred, and divided by their spread only where it exceeds 1: sets whose series are
+    # already z-normalised have (almost) constant levels and scales, whose noise must not be
+    # blown up into large inputs
+    stats = (stats - stats[train].mean(0)) / np.maximum(stats[train].std(0), 1.0)
     constant = np.where(np.isnan(values).all(1, keepdims=True), np.nan, 1.0)  # (n, 1, l)
     return np.concatenate([z, stats * constant], axis=1)
 
