@@ -125,10 +125,11 @@ class TimeSeriesClassifier:
         self.classes_ = np.array(sorted(set(labels.tolist()), key=str))
         if len(self.classes_) < 2:
             raise ValueError("y must contain at least two classes")
-        if len(labels) != len(_as_series(X)):
-            raise ValueError(f"{len(labels)} labels for {len(_as_series(X))} series")
-        self._fit_statistics(X, times)
-        tensors = self._tensors(X, times)
+        series = _as_series(X)  # converted once; the helpers below take the list as it is
+        if len(labels) != len(series):
+            raise ValueError(f"{len(labels)} labels for {len(series)} series")
+        self._fit_statistics(series, times)
+        tensors = self._tensors(series, times)
         targets = torch.tensor([self.classes_.tolist().index(v) for v in labels.tolist()])
         length = tensors[0].shape[-1]
         if times is not None:  # the kernels span the longest series in time units
