@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ucr import ROOT, ours  # noqa: E402
+from bench_ucr import ROOT, interpolate_missing, ours  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "bench_irregular.json"
 
@@ -47,11 +47,8 @@ def interpolated(name: str, rate: float) -> tuple[np.ndarray, np.ndarray, np.nda
         if not splits.meta.extra["mask_channel"]:
             return x.astype(np.float64), y
         values, kept = x[:, :-1].astype(np.float64), x[:, -1] > 0
-        steps = np.arange(values.shape[-1])
-        for i in range(len(values)):
-            for row in values[i]:
-                row[:] = np.interp(steps, steps[kept[i]], row[kept[i]])
-        return values, y
+        values[np.broadcast_to(~kept[:, None], values.shape)] = np.nan
+        return np.stack([interpolate_missing(v) for v in values]), y
 
     return (*fill(splits.train), *fill(splits.test))
 

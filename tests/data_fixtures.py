@@ -191,12 +191,14 @@ class Served:
 
     ``truncate_first``: the first this many requests announce the full ``Content-Length`` but
     send only half the bytes and close the connection. ``corrupt``: always send altered bytes
-    (same length).
+    (same length). ``no_length``: send no ``Content-Length`` (the end of the body is the end
+    of the connection, as with chunked or streamed answers), so a cut transfer looks complete.
     """
 
     body: bytes
     truncate_first: int = 0
     corrupt: bool = False
+    no_length: bool = False
     hits: int = 0
 
 
@@ -230,7 +232,10 @@ def local_http_server() -> Iterator[LocalServer]:
                 body = bytes(b ^ 0xFF for b in body[:1]) + body[1:]
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))
+            if served.no_length:
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if served.hits <= served.truncate_first:
                 self.wfile.write(body[: len(body) // 2])

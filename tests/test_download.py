@@ -61,7 +61,8 @@ def test_download_success(tmp_path, kw):
         url = srv.add("data.bin", PAYLOAD)
         out = download_file(url, tmp_path / "sub" / "data.bin", **kw)
     assert out.read_bytes() == PAYLOAD
-    assert _leftovers(tmp_path / "sub") == ["data.bin"]
+    record = [] if kw else ["data.bin.sha256"]  # recorded only without a published checksum
+    assert _leftovers(tmp_path / "sub") == ["data.bin", *record]
 
 
 def test_download_checksum_mismatch_raises_and_leaves_nothing(tmp_path):
@@ -82,7 +83,9 @@ def test_download_truncated_is_retried(tmp_path):
         out = download_file(url, tmp_path / "data.bin", retries=3)  # no checksum: size check
         assert srv.routes["/data.bin"].hits == 2
     assert out.read_bytes() == PAYLOAD
-    assert _leftovers(tmp_path) == ["data.bin"]
+    # no published checksum: the SHA-256 of what was fetched is recorded beside it
+    assert _leftovers(tmp_path) == ["data.bin", "data.bin.sha256"]
+    assert (tmp_path / "data.bin.sha256").read_text() == f"{SHA}  data.bin\n"
 
 
 def test_download_always_truncated_fails(tmp_path):
@@ -275,3 +278,61 @@ def test_cached_build_reuse_version_and_corruption(tmp_path):
 def test_cached_rejects_non_tensor_build(tmp_path):
     with pytest.raises(TypeError):
         cached(tmp_path / "c.pt", "v", lambda: {"x": [1, 2]})
+
+
+# ------------------------------------------------------------ no published checksum
+
+
+def _zip_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("set/a_TRAIN.ts", PAYLOAD * 4)
+        zf.writestr("set/a_TEST.ts", PAYLOAD[::-1] * 4)
+    return buf.getvalue()
+
+
+def _tgz_bytes() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        info = tarfile.TarInfo("data/x.bin")
+        info.size = len(PAYLOAD)
+        tf.addfile(info, io.BytesIO(PAYLOAD))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name, body", [("a.zip", _zip_bytes()), ("a.tar.gz", _tgz_bytes())])
+def test_cut_transfer_without_length_or_checksum_is_not_taken_as_complete(tmp_path, name, body):
+    with local_http_server() as srv:
+        url = srv.add(name, body, truncate_first=1, no_length=True)
+        out = download_file(url, tmp_path / name, retries=2)
+        assert srv.routes[f"/{name}"].hits == 2  # the cut first answer was rejected
+    assert out.read_bytes() == body
+    assert dl.recorded_sha256(out) == hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.parametrize("name, body", [("a.zip", _zip_bytes()), ("a.tar.gz", _tgz_bytes())])
+def test_partial_file_in_place_is_fetched_again(tmp_path, name, body):
+    """A partial archive left by an older version (no record) fails the archive check; a
+    recorded file that changed fails its recorded SHA-256."""
+    with local_http_server() as srv:
+        url = srv.add(name, body)
+        files = [RemoteFile(url, name)]
+        (tmp_path / name).write_bytes(body[: len(body) // 2])
+        (p,) = fetch(tmp_path, files, download=True, dataset="Toy")
+        assert p.read_bytes() == body and srv.routes[f"/{name}"].hits == 1
+        fetch(tmp_path, files, download=True, dataset="Toy")
+        assert srv.routes[f"/{name}"].hits == 1  # recorded and verified: reused
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        p.write_bytes(bytes(data))
+        fetch(tmp_path, files, download=True, dataset="Toy")
+        assert srv.routes[f"/{name}"].hits == 2 and p.read_bytes() == body
+
+
+def test_complete_archive_copied_in_by_hand_is_accepted_and_recorded(tmp_path):
+    body = _zip_bytes()
+    (tmp_path / "a.zip").write_bytes(body)
+    (p,) = fetch(
+        tmp_path, [RemoteFile("http://127.0.0.1:9/a.zip", "a.zip")], download=False, dataset="Toy"
+    )
+    assert dl.recorded_sha256(p) == hashlib.sha256(body).hexdigest()

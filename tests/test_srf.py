@@ -128,3 +128,19 @@ def test_set_resolution_preserves_the_response_to_a_resampled_signal():
         conv.set_resolution(None)
     inner = slice(20, 180)
     torch.testing.assert_close(y_high[..., ::2][..., inner], y_low[..., inner], rtol=0, atol=2e-3)
+
+
+def test_finer_grid_without_amplitude_rescaling_is_refused_and_state_kept():
+    """``at_resolution(..., rescale_amplitude=False)`` (sparse observations on a finer grid) is
+    not available for SRF layers: a clear error, and the layer keeps its resolution."""
+    from ccnn.nn.resolution import at_resolution
+
+    model = torch.nn.Sequential(SRFConv(1, 2, 1, order=1))
+    model[0].set_resolution(2.0)
+    with pytest.raises(ValueError, match="SRFConv cannot be sampled on a finer grid"):
+        with at_resolution(model, 3.0, rescale_amplitude=False):
+            pass
+    assert model[0]._resolution_scale == (2.0,)
+    with at_resolution(model, 3.0):
+        assert model[0]._resolution_scale == (3.0,)
+    assert model[0]._resolution_scale == (2.0,)

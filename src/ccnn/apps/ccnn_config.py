@@ -3,7 +3,8 @@ from config names to library objects.
 
 Every key and default of the published ``cfg/config.yaml`` is here with its published meaning.
 Our additions are new keys: ``dataset.fake``, ``dataset.params.uea_name``, ``train.limit_batches``,
-``train.resume``, ``optimizer.weight_decay_type``, ``net.readout``, ``net.embedding_dim``.
+``train.resume``, ``train.nonfinite_patience``, ``optimizer.weight_decay_type``, ``net.readout``,
+``net.embedding_dim``.
 One default differs: ``device: auto`` (cuda when available, else cpu) instead of ``cuda``, so the
 paper commands run unchanged on CPU-only machines; ``device=cuda`` without a GPU is an error.
 """
@@ -159,6 +160,7 @@ class TrainConfig:
     steps: int = -1
     position_budget: float = -1.0
     drop_last: bool = False  # ours: leave out the incomplete last training batch of an epoch
+    nonfinite_patience: int = 0  # ours: non-finite losses in a row before stopping; -1 = never
 
 
 @dataclass
@@ -269,6 +271,11 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.net.no_blocks >= 0, f"net.no_blocks must be >= 0, got {cfg.net.no_blocks}")
     _require(cfg.train.batch_size > 0, f"train.batch_size must be > 0, got {cfg.train.batch_size}")
     _require(
+        cfg.train.nonfinite_patience >= -1,
+        "train.nonfinite_patience must be >= 0 (bad steps skipped before stopping) or -1 "
+        f"(never stop), got {cfg.train.nonfinite_patience}",
+    )
+    _require(
         cfg.train.epochs > 0 or cfg.train.steps > 0,
         f"train.epochs must be > 0 (or set train.steps), got {cfg.train.epochs}",
     )
@@ -366,6 +373,7 @@ def build_datamodule(cfg: DictConfig) -> CCNNDataModule:
         num_workers=cfg.no_workers,
         pin_memory=cfg.device != "cpu" and torch.cuda.is_available(),
         drop_last=cfg.train.drop_last,
+        seed=cfg.seed,
     )
 
 
@@ -598,4 +606,5 @@ def trainer_settings(cfg: DictConfig, run_dir: str, epochs: int | None = None) -
         wandb={"project": cfg.wandb.project, "entity": cfg.wandb.entity},
         plot_kernels_every_epoch=cfg.hooks_enabled,
         resume_from=t.resume,
+        nonfinite_patience=t.nonfinite_patience,
     )

@@ -46,10 +46,17 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
     datamodule = build_datamodule(cfg)
     meta = datamodule.meta
     validate_with_meta(cfg, meta)
-    L.seed_everything(cfg.seed, workers=True)  # the seed also fixes the initial weights
+    L.seed_everything(
+        cfg.seed, workers=True, verbose=False
+    )  # the seed also fixes the initial weights
     network = build_network(cfg, meta)
     if cfg.pretrained.load:
-        load_pretrained(network, cfg.pretrained.filename, alias=cfg.pretrained.alias)
+        load_pretrained(
+            network,
+            cfg.pretrained.filename,
+            alias=cfg.pretrained.alias,
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
     optim, schedule = optim_settings(cfg)
     module = ClassificationModule(
         network, meta.num_classes, optim, schedule, track_grad_norm=cfg.train.track_grad_norm

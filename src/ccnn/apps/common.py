@@ -58,17 +58,28 @@ def check_overrides(
         raise ConfigError(f"Unknown configuration key '{key}' in '{arg}'.{hint}")
 
 
+EXIT_USER_ERROR = 2
+"""Exit code for bad settings, bad or untrusted files: one line on stderr, nothing overwritten."""
+EXIT_DIVERGED = 3
+"""Exit code for a run stopped at a non-finite training loss."""
+
+
 def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn``; configuration/registry errors print one clear line and exit with code 2."""
+    """Run ``fn``; user errors (settings, files) print one clear line and exit with code 2, a
+    diverged run exits with code 3."""
+    from ccnn.train.module import TrainingDiverged
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except TrainingDiverged as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(EXIT_DIVERGED)
         except (ConfigError, RegistryError, ValueError, FileNotFoundError) as err:
             if not _is_user_error(err):
                 raise
             print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(EXIT_USER_ERROR)
 
     wrapper.__name__ = getattr(fn, "__name__", "wrapper")
     wrapper.__doc__ = fn.__doc__
@@ -78,11 +89,18 @@ def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _is_user_error(err: BaseException) -> bool:
     """Errors raised by our own validation (not arbitrary ValueErrors deep in torch)."""
     from ccnn.data.base import DataConfigError
+    from ccnn.files import FileIntegrityError
     from ccnn.train.optim import OptimConfigError
     from ccnn.train.runner import RunConfigError
 
     if isinstance(
-        err, ConfigError | RegistryError | DataConfigError | OptimConfigError | RunConfigError
+        err,
+        ConfigError
+        | RegistryError
+        | DataConfigError
+        | OptimConfigError
+        | RunConfigError
+        | FileIntegrityError,
     ):
         return True
     tb = err.__traceback__

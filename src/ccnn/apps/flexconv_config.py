@@ -178,8 +178,11 @@ class TrainConfig:
     optimizer_params: OptimizerParams = field(default_factory=OptimizerParams)
     scheduler: str = ""
     scheduler_params: SchedulerParams = field(default_factory=SchedulerParams)
-    # our addition: cap train/val/test batches per epoch (smoke runs)
+    # our additions: cap train/val/test batches per epoch (smoke runs); resume from a
+    # checkpoint; stop at non-finite losses
     limit_batches: int = -1
+    resume: str = ""
+    nonfinite_patience: int = 0
 
 
 @dataclass
@@ -314,7 +317,17 @@ def validate(cfg: DictConfig, crossres: bool = False) -> None:
     resolve_accelerator(cfg.device)
     _one_of(cfg.net.type, NET_TYPES, "net.type")
     t = cfg.train
+    _require(
+        not (crossres and t.resume),
+        "train.resume is not supported for cross-resolution runs (two training phases); "
+        "start the run again without train.resume",
+    )
     _require(t.batch_size > 0, f"train.batch_size must be > 0, got {t.batch_size}")
+    _require(
+        cfg.train.nonfinite_patience >= -1,
+        "train.nonfinite_patience must be >= 0 (bad steps skipped before stopping) or -1 "
+        f"(never stop), got {cfg.train.nonfinite_patience}",
+    )
     if t.do:
         _require(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
         _require(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
@@ -606,6 +619,7 @@ def build_datamodule(cfg: DictConfig, resolution: int | None = None) -> CCNNData
         test_batch_size=cfg.train.batch_size,
         num_workers=-1,
         pin_memory=cfg.device in ("cuda", "auto") and torch.cuda.is_available(),
+        seed=resolve_seed(cfg.seed),
     )
     opts = data_options(cfg, resolution)
     if resolution is None or cfg.dataset == "Imagenet-k":
@@ -819,6 +833,8 @@ def trainer_settings(cfg: DictConfig, run_dir: str, epochs: int | None = None) -
         seed=cfg.seed,
         logger="csv" if cfg.debug else "wandb",
         wandb={"project": cfg.wandb.project, "entity": cfg.wandb.entity},
+        resume_from=t.resume,
+        nonfinite_patience=t.nonfinite_patience,
     )
 
 

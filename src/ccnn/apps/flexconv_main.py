@@ -105,10 +105,8 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
     fine-tuning (continuous kernels resampled, see :mod:`ccnn.train.crossres`), fine-tune
     ``cross_res.finetune_epochs`` with a fresh optimiser, and write all figures to
     ``results.json``."""
-    import torch
-
     import ccnn.data  # noqa: F401
-    from ccnn.train.callbacks import write_json
+    from ccnn.files import load_torch, save_torch, write_json
     from ccnn.train.crossres import evaluate, set_network_resolution
     from ccnn.train.pretrained import network_state
     from ccnn.train.runner import fit_and_test, resolve_accelerator
@@ -135,10 +133,8 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
     )
     best = source.get("best_checkpoint")
     if best and Path(best).exists():
-        network.load_state_dict(
-            network_state(torch.load(best, map_location="cpu", weights_only=False))
-        )
-    torch.save(network.state_dict(), Path(run_dir) / "source_network.pt")
+        network.load_state_dict(network_state(load_torch(best)))
+    save_torch(network.state_dict(), Path(run_dir) / "source_network.pt")
     _write_frequency_report(network, cfg, Path(run_dir) / "frequency_report_source")
 
     # 2. the same network at the target resolution, before fine-tuning
@@ -201,8 +197,8 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
 
 def _write_frequency_report(network, cfg: DictConfig, stem: Path) -> None:
     """Maximum kernel frequency vs Nyquist per MAGNet/Gabor layer (JSON + PNG), if any."""
+    from ccnn.files import write_json
     from ccnn.nn.aliasing import frequency_report, gabor_convs, plot_frequency_report
-    from ccnn.train.callbacks import write_json
 
     if not gabor_convs(network):
         return

@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ccnn.apps.common import EXIT_USER_ERROR, report_errors
 from ccnn.nn.scattering import MODULUS_TYPES
 from ccnn.train.scattering import DATASET_CHOICES, ScatteringTrainConfig, run
 
@@ -28,9 +29,17 @@ def _train_size(text: str) -> float:
     return v
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line (``error: ...``) and exit code 2, like the other apps."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see train.py --help)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = ScatteringTrainConfig()
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="train.py",
         description="Learnable wavelet-scattering network: head-only training (Phase A), then "
         "fine-tuning of the whole network (Phase B).",
@@ -139,7 +148,7 @@ def parse_config(argv: Sequence[str] | None = None) -> ScatteringTrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    run(parse_config(argv))
+    report_errors(lambda: run(parse_config(argv)))()
     return 0
 
 

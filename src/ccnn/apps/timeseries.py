@@ -154,10 +154,11 @@ class TimeSeriesClassifier:
             num_workers=0,
             splits=splits,
             drop_last=cfg.train.drop_last,
+            seed=cfg.seed,
         )
         import lightning as L
 
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
         self.network = build_network(cfg, meta)
         optim, schedule = optim_settings(cfg)
         module = ClassificationModule(self.network, meta.num_classes, optim, schedule)

@@ -4,18 +4,20 @@
 written with the same ``version`` string; otherwise (missing, other version, truncated or
 unreadable file) it calls ``build()``, saves the result atomically (temporary file in the same
 directory, then ``os.replace``) and returns it. Bump ``version`` whenever the preprocessing
-changes. Files are loaded with ``weights_only=True`` (no arbitrary code from a cache file).
+changes. Files go through :mod:`ccnn.files`: loaded with ``weights_only=True`` (no arbitrary
+code from a cache file) and verified against the SHA-256 recorded when they were written, so a
+damaged cache is rebuilt instead of returning wrong tensors.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from ccnn.files import FileIntegrityError, load_torch, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +26,12 @@ VERSION_KEY = "__cache_version__"
 
 def _load(path: Path, version: str, mmap: bool) -> dict[str, torch.Tensor] | None:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # any unreadable cache is rebuilt
-        log.warning("Cache %s is unreadable (%s); rebuilding it.", path, e)
+        obj = load_torch(path, what="cache", mmap=mmap)
+    except FileIntegrityError as e:  # any unreadable or damaged cache is rebuilt
+        log.warning("%s; rebuilding it.", e)
         return None
-    if not isinstance(obj, dict) or obj.get(VERSION_KEY) != version:
-        found = obj.get(VERSION_KEY) if isinstance(obj, dict) else None
+    if obj.get(VERSION_KEY) != version:
+        found = obj.get(VERSION_KEY)
         log.info("Cache %s has version %r, need %r; rebuilding it.", path, found, version)
         return None
     data = {k: v for k, v in obj.items() if k != VERSION_KEY}
@@ -67,17 +69,8 @@ def cached(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
     ):
         raise TypeError("cached(): build() must return a dict[str, torch.Tensor]")
-    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        torch.save({**data, VERSION_KEY: version}, tmp)
-        os.replace(tmp, path)
-        tmp = None
+        save_torch({**data, VERSION_KEY: version}, path)
     except OSError as e:
         log.warning("Could not write cache %s (%s); continuing without it.", path, e)
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
     return data

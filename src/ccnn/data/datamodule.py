@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
-from ccnn.data.base import DataOptions, DatasetMeta, DatasetSplits, get_meta, load_splits
+from ccnn.data.base import (
+    DataConfigError,
+    DataOptions,
+    DatasetMeta,
+    DatasetSplits,
+    get_meta,
+    load_splits,
+)
 
 
 def default_num_workers(requested: int) -> int:
@@ -19,11 +27,65 @@ def default_num_workers(requested: int) -> int:
     return requested
 
 
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A 63-bit seed that depends only on the run's ``seed``, the epoch and the process rank."""
+    digest = hashlib.sha256(f"{seed}/{epoch}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class EpochShuffle(Sampler[int]):
+    """Random order of ``n`` examples that depends only on ``(seed, epoch)``.
+
+    The permutation of epoch ``e`` is the same whether the run got there without a break or was
+    resumed from a checkpoint, which is what makes resumed runs bit-identical. Lightning calls
+    :meth:`set_epoch` before every epoch; without it, each new iteration moves to the next epoch.
+    :attr:`generator` (re-seeded per epoch too) is handed to the ``DataLoader`` so its worker
+    seeds follow the same rule.
+
+    With ``world > 1`` processes, global batch ``k`` is the same ``world * batch`` examples a
+    single process would take, and process ``rank`` gets its ``rank``-th contiguous share of
+    ``batch`` examples; an incomplete last global batch is shared evenly when it divides by
+    ``world`` and left out otherwise (every process must take the same number of steps).
+    """
+
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, world: int = 1, batch: int = 1):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+        self.rank, self.world, self.batch = int(rank), int(world), int(batch)
+        self.generator = torch.Generator()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        self.generator.manual_seed(epoch_seed(self.seed, epoch, rank=-1 - self.rank))
+        order = torch.randperm(
+            self.n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        )
+        return iter(self._share(order).tolist())
+
+    def _share(self, order: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return order
+        g = self.world * self.batch
+        full = (self.n // g) * g
+        mine = order[:full].view(-1, self.world, self.batch)[:, self.rank].reshape(-1)
+        tail = order[full:]
+        if len(tail) % self.world == 0 and len(tail):
+            mine = torch.cat([mine, tail.view(self.world, -1)[self.rank]])
+        return mine
+
+    def __len__(self) -> int:
+        return len(self._share(torch.arange(self.n)))
+
+
 class CCNNDataModule(L.LightningDataModule):
     """Loads a dataset family; applies its batch transform on the training device.
 
     ``meta`` is available right after construction (no files are read), so networks can be
     built before ``setup``. ``splits`` wraps datasets already in memory (the array API).
+    The training order of each epoch depends only on ``seed`` and the epoch
+    (:class:`EpochShuffle`).
     """
 
     def __init__(
@@ -35,6 +97,7 @@ class CCNNDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         splits: DatasetSplits | None = None,
         drop_last: bool = False,
+        seed: int = 0,
     ):
         super().__init__()
         if (opts is None) == (splits is None):
@@ -45,6 +108,7 @@ class CCNNDataModule(L.LightningDataModule):
         self.num_workers = default_num_workers(num_workers)
         self.pin_memory = pin_memory
         self.drop_last = drop_last
+        self.seed = int(seed)
         self.meta: DatasetMeta = splits.meta if splits is not None else get_meta(opts)
         self.splits: DatasetSplits | None = splits
         self._restored_state: dict[str, Any] | None = None
@@ -59,11 +123,33 @@ class CCNNDataModule(L.LightningDataModule):
             if self._restored_state:
                 self._check_state(self._restored_state)
 
+    def _world(self) -> tuple[int, int]:
+        """``(rank, world size)`` of the process this module serves."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
     def _loader(self, ds, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
+        """``batch_size`` is the global batch; with several processes each takes its share
+        (training) or every ``world``-th example (evaluation)."""
+        rank, world = self._world()
+        if batch_size % world:
+            raise DataConfigError(
+                f"the batch size {batch_size} is the global batch over all processes and must be "
+                f"divisible by their number ({world}); change train.batch_size"
+            )
+        batch_size //= world
+        sampler: Sampler[int] | None = None
+        if shuffle:
+            sampler = EpochShuffle(len(ds), self.seed, rank, world, batch_size)
+        elif world > 1:
+            sampler = list(range(rank, len(ds), world))  # type: ignore[assignment]
         return DataLoader(
             ds,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            generator=getattr(sampler, "generator", None),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -5,7 +5,10 @@ Shared by every dataset family:
 * :func:`download_file` streams a URL to a temporary file next to the destination, checks the
   size announced by ``Content-Length`` and the checksum, and renames it into place atomically,
   so an interrupted or corrupt transfer never leaves a file that looks complete. Truncated or
-  corrupt transfers are retried.
+  corrupt transfers are retried. Files with no published checksum must prove complete another
+  way: an archive (``.zip``, ``.tar*``, ``.gz``) is read to the end, checking its CRCs
+  (:func:`archive_is_complete`), and the SHA-256 of what was fetched is recorded beside it in
+  ``<file>.sha256`` and verified on later runs.
 * :func:`safe_extract` unpacks ``.tar``/``.tar.gz``/``.tgz``/``.zip``/``.gz`` archives and rejects
   members that would land outside the destination (absolute paths, ``..`` traversal, links
   pointing outside; CVE-2007-4559).
@@ -107,11 +110,75 @@ def _expected(md5: str | None, sha256: str | None) -> list[tuple[str, str]]:
     return out
 
 
+RECORD_SUFFIX = ".sha256"
+"""Beside a download without a published checksum: ``<sha256>  <name>`` of what was fetched."""
+
+
+def record_path(path: Path) -> Path:
+    return path.with_name(path.name + RECORD_SUFFIX)
+
+
+def write_record(path: Path, sha256: str) -> None:
+    """Record the SHA-256 of ``path`` beside it (a read-only folder only logs a warning)."""
+    try:
+        record_path(path).write_text(f"{sha256}  {path.name}\n")
+    except OSError as e:
+        log.warning("Could not record the checksum of %s (%s)", path, e)
+
+
+def recorded_sha256(path: Path) -> str | None:
+    try:
+        return record_path(path).read_text().split()[0].lower()
+    except (OSError, IndexError):
+        return None
+
+
+def archive_is_complete(path: Path, name: str | None = None) -> bool:
+    """Read an archive to the end, checking its CRCs: ``.zip`` (every member), ``.tar``,
+    ``.tar.gz``/``.tgz`` and ``.gz``. ``True`` for other files (nothing to check). The format
+    comes from ``name`` (default: the file's own name)."""
+    name = (name or path.name).lower()
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                return zf.testzip() is None
+        if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+            with tarfile.open(path) as tf:
+                for member in tf:
+                    if member.isfile():
+                        with tf.extractfile(member) as f:
+                            while f.read(CHUNK):
+                                pass
+            return True
+        if name.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                while f.read(CHUNK):
+                    pass
+            return True
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, ValueError):
+        return False
+    return True
+
+
 def verify_file(path: Path, *, md5: str | None = None, sha256: str | None = None) -> bool:
-    """``True`` when ``path`` exists and matches every given checksum."""
+    """``True`` when ``path`` exists and matches every given checksum.
+
+    Without a published checksum the file must match the SHA-256 recorded when it was
+    downloaded; a file with no record (copied in by hand, or left by an older version) must be a
+    complete archive, and its SHA-256 is then recorded.
+    """
     if not path.is_file():
         return False
-    return all(file_checksum(path, algo) == want for algo, want in _expected(md5, sha256))
+    expected = _expected(md5, sha256)
+    if expected:
+        return all(file_checksum(path, algo) == want for algo, want in expected)
+    recorded = recorded_sha256(path)
+    if recorded is not None:
+        return file_checksum(path) == recorded
+    if not archive_is_complete(path):
+        return False
+    write_record(path, file_checksum(path))
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,7 +242,9 @@ def download_file(
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            digests = _stream(url, tmp, timeout, [a for a, _ in expected])
+            digests = _stream(url, tmp, timeout, sorted({"sha256", *(a for a, _ in expected)}))
+            if not expected and not archive_is_complete(tmp, dest.name):
+                raise _Truncated("the archive is incomplete or damaged (CRC/end-of-file check)")
             bad = [(a, want, digests[a]) for a, want in expected if digests[a] != want]
             if bad:
                 network_only = False
@@ -185,6 +254,8 @@ def download_file(
                 )
                 continue
             os.replace(tmp, dest)
+            if not expected:
+                write_record(dest, digests["sha256"])
             return dest
         except urllib.error.HTTPError as e:
             errors.append(f"HTTP {e.code} {e.reason}")

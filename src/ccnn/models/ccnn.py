@@ -14,8 +14,8 @@ Binary tasks use ``out_channels=1`` (one logit, BCE-with-logits).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -25,27 +25,10 @@ from ccnn.models.blocks import BLOCKS, Block, block_widths
 from ccnn.nn.conv import ContinuousConv, build_conv
 from ccnn.nn.layers import get_activation, get_dropout, get_norm
 from ccnn.nn.masking import apply_norm, check_mask, last_observed, masked_mean, time_span, to_grid
+from ccnn.nn.resolution import at_resolution
 
 READOUTS = ("mean", "last")
 TIME_PATHS = ("grid", "direct")
-
-
-@contextmanager
-def _fine_grid(model: nn.Module, resolution: int) -> Iterator[None]:
-    """Sample every continuous kernel ``resolution`` times finer, without rescaling its values
-    (each observation placed on the finer grid still counts once)."""
-    convs = [m for m in model.modules() if isinstance(m, ContinuousConv)]
-    if resolution == 1:
-        yield
-        return
-    previous = [(c._resolution_scale, c._rescale_amplitude) for c in convs]
-    try:
-        for c in convs:
-            c.set_resolution(float(resolution), rescale_amplitude=False)
-        yield
-    finally:
-        for c, (scale, amplitude) in zip(convs, previous):
-            c.set_resolution(scale, rescale_amplitude=amplitude)
 
 
 class CCNN(nn.Module):
@@ -252,7 +235,13 @@ class CCNN(nn.Module):
                     conv.init_time_grid(span)
             if self.time_path == "grid":
                 x, seq["mask"], _ = to_grid(x, times, seq.get("mask"), self.time_resolution)
-                with _fine_grid(self, self.time_resolution):
+                # observations on an r-times finer grid each count once: no amplitude rescaling
+                finer = (
+                    at_resolution(self, self.time_resolution, rescale_amplitude=False)
+                    if self.time_resolution > 1
+                    else nullcontext()
+                )
+                with finer:
                     h = self.features(x, **seq)
             else:
                 seq["times"] = times

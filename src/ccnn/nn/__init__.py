@@ -4,6 +4,7 @@ Imports torch/numpy/einops only (never hydra or lightning).
 """
 
 from ccnn.nn.aliasing import AntiAliasingRegularizer, frequency_report, plot_frequency_report
+from ccnn.nn.batchnorm import GlobalBatchNorm, to_global_batchnorm
 from ccnn.nn.conv import (
     CONVS,
     CKConv,
@@ -48,11 +49,12 @@ from ccnn.nn.srf import SRFConv
 __all__ = [
     "CONVS", "KERNELS", "MASKS", "POINT_CONVS",
     "AntiAliasingRegularizer", "CKConv", "Conv", "ContinuousConv", "DiscreteConv", "FlexConv",
-    "FourierMFN", "GaborMFN", "GaussianMask", "KernelNet", "MAGNet", "MLPKernel", "Neighbourhood",
+    "FourierMFN", "GaborMFN", "GaussianMask", "GlobalBatchNorm", "KernelNet", "MAGNet",
+    "MLPKernel", "Neighbourhood",
     "PointConv", "PointFlexConv", "RFNet", "SIREN", "SRFConv", "SeparableCKConv", "SeparableConv",
     "SeparableFlexConv", "SeparablePointFlexConv", "SeparablePointFlexConvDist", "at_resolution",
     "build_conv", "build_kernel_net", "build_mask", "build_neighbourhood", "build_point_conv",
     "continuous_convs", "frequency_report", "get_activation", "get_dropout", "get_norm", "knn",
     "parameter_groups", "plot_frequency_report", "set_resolution", "tag_parameter",
-    "tagged_parameters",
+    "tagged_parameters", "to_global_batchnorm",
 ]  # fmt: skip

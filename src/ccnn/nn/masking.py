@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ccnn.nn.batchnorm import batch_norm
+
 
 def check_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``mask`` as a float tensor of shape ``(b, l)`` matching ``x (b, c, l)``."""
@@ -45,38 +47,15 @@ def check_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def masked_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask: torch.Tensor):
-    """BatchNorm of ``x (b, c, l)`` whose training statistics use observed steps only.
+    """BatchNorm of ``x (b, c, l)`` whose training statistics use observed steps only (over all
+    processes when training with several; :func:`ccnn.nn.batchnorm.batch_norm`).
 
     Equals ``norm(x)`` when every step is observed (running statistics are updated the same way:
     momentum, unbiased variance). In eval mode the running statistics are used, as usual.
 
     Shapes: ``(b, c, l), (b, l) -> (b, c, l)``.
     """
-    m = mask[:, None]  # (b, 1, l)
-    use_batch = norm.training or not norm.track_running_stats
-    if use_batch:
-        count = m.sum()
-        if count < 2:
-            raise ValueError("BatchNorm needs at least two observed steps in a batch")
-        mean = (x * m).sum((0, 2)) / count  # (c,)
-        var = (((x - mean[:, None]) ** 2) * m).sum((0, 2)) / count
-        if norm.training and norm.track_running_stats:
-            with torch.no_grad():
-                norm.num_batches_tracked.add_(1)
-                momentum = (
-                    norm.momentum
-                    if norm.momentum is not None
-                    else 1.0 / float(norm.num_batches_tracked)
-                )
-                unbiased = var * count / (count - 1)
-                norm.running_mean.lerp_(mean.detach(), momentum)
-                norm.running_var.lerp_(unbiased.detach(), momentum)
-    else:
-        mean, var = norm.running_mean, norm.running_var
-    out = (x - mean[:, None]) * torch.rsqrt(var[:, None] + norm.eps)
-    if norm.affine:
-        out = out * norm.weight[:, None] + norm.bias[:, None]
-    return out
+    return batch_norm(norm, x, mask)
 
 
 def apply_norm(norm: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -37,15 +37,32 @@ def set_resolution(model: nn.Module, scale: float | Sequence[float] | None) -> i
     return len(layers)
 
 
+def _set(layer: nn.Module, scale, rescale_amplitude: bool) -> None:
+    if rescale_amplitude:
+        layer.set_resolution(scale)
+    else:
+        layer.set_resolution(scale, rescale_amplitude=False)
+
+
 @contextmanager
-def at_resolution(model: nn.Module, scale: float | Sequence[float]) -> Iterator[nn.Module]:
-    """Temporarily evaluate ``model`` at ``scale`` times its training resolution."""
+def at_resolution(
+    model: nn.Module, scale: float | Sequence[float], rescale_amplitude: bool = True
+) -> Iterator[nn.Module]:
+    """Temporarily evaluate ``model`` at ``scale`` times its training resolution.
+
+    ``rescale_amplitude=False`` samples the kernels on the finer grid without rescaling their
+    values — for sparse observations placed on a finer grid, where each still counts once
+    (:func:`ccnn.nn.masking.to_grid`); layers that cannot do this raise ``ValueError``.
+    """
     layers = resolution_layers(model)
-    previous = [getattr(layer, "_resolution_scale", None) for layer in layers]
+    previous = [
+        (getattr(layer, "_resolution_scale", None), getattr(layer, "_rescale_amplitude", True))
+        for layer in layers
+    ]
     try:
         for layer in layers:
-            layer.set_resolution(scale)
+            _set(layer, scale, rescale_amplitude)
         yield model
     finally:
-        for layer, prev in zip(layers, previous):
-            layer.set_resolution(prev)
+        for layer, (prev, amplitude) in zip(layers, previous):
+            _set(layer, prev, amplitude)

@@ -164,9 +164,18 @@ class SRFConv(nn.Module):
         """``2^scale`` (training resolution, in samples)."""
         return torch.pow(2.0, self.scale)
 
-    def set_resolution(self, scale: float | Sequence[float] | None) -> None:
+    def set_resolution(
+        self, scale: float | Sequence[float] | None, rescale_amplitude: bool = True
+    ) -> None:
         """Evaluate at ``scale`` times the training resolution: sigma (in samples) is multiplied
-        by ``scale`` per dim; scale-normalised derivatives keep the response. None resets."""
+        by ``scale`` per dim; scale-normalised derivatives keep the response. None resets.
+        (``rescale_amplitude=False``, used for sparse observations on a finer grid, is not
+        available: the derivatives are always scale-normalised.)"""
+        if not rescale_amplitude and scale not in (None, 1, 1.0):
+            raise ValueError(
+                "SRFConv cannot be sampled on a finer grid without rescaling its response; for "
+                "irregularly sampled series use a continuous-kernel conv or time_path='direct'"
+            )
         self._resolution_scale = parse_resolution_scale(scale, self.data_dim)
 
     def half_sizes(self, spatial: Sequence[int] | None = None) -> list[int]:

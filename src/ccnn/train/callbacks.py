@@ -1,69 +1,33 @@
-"""Callbacks and I/O helpers: atomic checkpoints, kernel plots, results JSON."""
+"""Lightning callbacks, loggers and checkpoint I/O: verified checkpoints, per-epoch seeding,
+a metrics log that survives resuming, kernel plots."""
 
 from __future__ import annotations
 
-import json
+import csv
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ccnn.files import load_torch, save_torch
 from ccnn.nn.conv import ContinuousConv
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` that never leaves a half-written file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
-
-
-def _json_default(o: Any) -> Any:
-    if torch.is_tensor(o):
-        return o.item() if o.numel() == 1 else o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O writing through a temp file + rename (no torn checkpoints)."""
+class VerifiedCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O through :mod:`ccnn.files`: atomic writes with a content digest;
+    loads only tensors and plain data (``weights_only=True``) and verifies the digest."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        atomic_torch_save(checkpoint, path)
+        save_torch(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        return load_torch(path, map_location=map_location or "cpu")
 
 
 def plot_kernels(
@@ -142,3 +106,92 @@ class KernelPlotCallback(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             plot_kernels(pl_module.network, self.out_dir / "kernels_final.png")
+
+
+class EpochSeeding(L.Callback):
+    """Re-seed ``random``, NumPy and torch at the start of every training epoch from
+    ``(seed, epoch, rank)``, so dropout and training-time augmentation in epoch ``e`` draw the
+    same numbers whether or not the run was interrupted and resumed before it."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        import random
+
+        import numpy as np
+
+        from ccnn.data.datamodule import epoch_seed
+
+        s = epoch_seed(self.seed, trainer.current_epoch, trainer.global_rank)
+        random.seed(s)
+        np.random.seed(s % 2**32)
+        torch.manual_seed(s)
+
+
+class RecordConfig(L.Callback):
+    """Store the run's configuration in every checkpoint (``ccnn_config``), so a checkpoint that
+    does not fit the network can say which option differs."""
+
+    def __init__(self, config: dict[str, Any] | None):
+        self.config = config
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        if self.config is not None:
+            checkpoint["ccnn_config"] = self.config
+
+
+class _ResumedWriter(ExperimentWriter):
+    """Keeps the ``metrics.csv`` rows logged before the checkpoint (epochs before
+    ``start_epoch``; rows without an epoch, such as learning rates, before ``start_step``) and
+    appends after them."""
+
+    def __init__(self, log_dir: str, start_epoch: int, start_step: int):
+        self.start_epoch, self.start_step = start_epoch, start_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            keys = list(reader.fieldnames or [])
+            rows = [r for r in reader if self._before_checkpoint(r)]
+        # rows logged after the checkpoint (the interrupted epoch) are dropped: they are rerun
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics_keys = sorted(keys)
+
+    def _before_checkpoint(self, row: dict[str, str]) -> bool:
+        try:
+            if row.get("epoch"):
+                return float(row["epoch"]) < self.start_epoch
+            return float(row.get("step") or 0) < self.start_step
+        except ValueError:
+            return True
+
+
+class MetricsCSVLogger(CSVLogger):
+    """Lightning's CSV logger; when a run resumes from a checkpoint taken after ``start_epoch``
+    epochs (``start_step`` optimiser steps) in the same folder, the rows logged before it stay
+    in ``metrics.csv`` and the new ones are appended."""
+
+    def __init__(self, *args: Any, start_epoch: int = 0, start_step: int = 0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.start_epoch, self.start_step = start_epoch, start_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            writer = (
+                _ResumedWriter(self.log_dir, self.start_epoch, self.start_step)
+                if self.start_epoch > 0
+                else ExperimentWriter(self.log_dir)
+            )
+            self._experiment = writer
+        return self._experiment

@@ -15,7 +15,7 @@ Legend: b batch · c channels · h, w image sides.
 * :func:`evaluate_at_resolution`: accuracy of a trained network on data at another resolution,
   without fine-tuning — works for any CCNN/FlexNet/ResNet and any checkpoint::
 
-      net = build the network as trained; net.load_state_dict(network_state(torch.load(ckpt)))
+      net = build the network as trained; net.load_state_dict(network_state(load_torch(ckpt)))
       dm = ResizedDataModule(opts, resolution=32, batch_size=256)   # trained at 16
       evaluate_at_resolution(net, dm, scale=32 / 16)                # {"acc": ..., "loss": ...}
 """

@@ -35,6 +35,10 @@ def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tens
     return x, y, dict(zip(SEQUENCE_FIELDS, extra))
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became non-finite; the message names the step and the likely cause."""
+
+
 class ClassificationModule(L.LightningModule):
     """Train/evaluate ``network`` on ``(x, y)`` batches; logs ``{train,val,test}/{loss,acc}``.
 
@@ -45,6 +49,9 @@ class ClassificationModule(L.LightningModule):
         loss_terms: extra ``(name, weight, fn)`` terms added to the training loss.
         report_top5: also log top-5 accuracy.
         track_grad_norm: log the gradient p-norm (``train.track_grad_norm``; -1 = off).
+        nonfinite_patience: a non-finite training loss skips its optimiser step; more than this
+            many in a row stop the run with :class:`TrainingDiverged` (0: stop at the first;
+            -1: never check, train on whatever the loss is).
     """
 
     def __init__(
@@ -56,6 +63,7 @@ class ClassificationModule(L.LightningModule):
         loss_terms: list[tuple[str, float, LossTerm]] | None = None,
         report_top5: bool = False,
         track_grad_norm: float = -1,
+        nonfinite_patience: int = 0,
     ):
         super().__init__()
         self.network = network
@@ -70,6 +78,8 @@ class ClassificationModule(L.LightningModule):
             )
         self.report_top5 = report_top5 and num_classes > 5
         self.track_grad_norm = track_grad_norm
+        self.nonfinite_patience = nonfinite_patience
+        self._nonfinite_in_a_row = 0
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.track_grad_norm > 0:
@@ -106,9 +116,33 @@ class ClassificationModule(L.LightningModule):
             term = fn(self.network)
             self.log(f"train/{name}", term.detach(), on_step=False, on_epoch=True)
             total = total + weight * term.to(loss.device)
+        if self.nonfinite_patience >= 0 and not bool(torch.isfinite(total)):
+            return self._nonfinite(total, batch_idx)
+        self._nonfinite_in_a_row = 0
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", metrics["acc"], on_step=False, on_epoch=True, prog_bar=True)
         return total
+
+    def _nonfinite(self, total: torch.Tensor, batch_idx: int) -> None:
+        """Skip this step (Lightning skips the update when ``training_step`` returns None), or
+        stop the run when the patience is used up."""
+        self._nonfinite_in_a_row += 1
+        if self._nonfinite_in_a_row <= self.nonfinite_patience:
+            return None
+        trainer = self.trainer
+        where = (
+            f"epoch {trainer.current_epoch}, batch {batch_idx} (optimiser step "
+            f"{trainer.global_step})"
+            if trainer is not None
+            else f"batch {batch_idx}"
+        )
+        ckpt = getattr(getattr(trainer, "checkpoint_callback", None), "dirpath", None)
+        kept = f"; checkpoints of the last good epoch are kept in {ckpt}" if ckpt else ""
+        raise TrainingDiverged(
+            f"training loss is {total.item()} at {where}: the run diverged — the learning rate "
+            f"({self.optim.lr:g}) is probably too high, or the data hold NaN/inf values{kept} "
+            "(train.nonfinite_patience=N skips up to N bad steps; -1 never stops)"
+        )
 
     def _eval_step(self, batch, stage: str) -> None:
         x, y, seq = split_batch(batch)

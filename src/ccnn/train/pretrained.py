@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ccnn.train.runner import RunConfigError
+from ccnn.files import load_torch
+from ccnn.train.runner import RunConfigError, check_state_fits
 
 ARTIFACTS_DIR = Path("artifacts")
 
@@ -34,22 +35,22 @@ def network_state(checkpoint: dict) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(
-    network: nn.Module, filename: str, alias: str = "best", strict: bool = True
+    network: nn.Module,
+    filename: str,
+    alias: str = "best",
+    strict: bool = True,
+    config: dict | None = None,
 ) -> Path:
+    """Load the weights in ``filename`` into ``network`` (published checkpoints need no ccnn
+    digest; ours are verified). A file that does not fit names the options that differ from
+    ``config`` (the run's configuration), when the file records its own."""
     path = resolve_checkpoint(filename)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    try:
-        missing, unexpected = network.load_state_dict(network_state(checkpoint), strict=False)
-    except RuntimeError as err:  # shape mismatches
-        detail = str(err).split("\n\t", 1)[-1].split("\n")[0]
-        raise RunConfigError(
-            f"Checkpoint {path} does not fit this network ({detail}). Build the network with the "
-            "options (and dataset) it was trained with."
-        ) from None
-    if strict and (missing or unexpected):
-        raise RunConfigError(
-            f"Checkpoint {path} does not match this network: missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}. Build the network with the options it was "
-            "trained with."
-        )
+    checkpoint = load_torch(path, require_digest=False)
+    state = network_state(checkpoint)
+    if strict:
+        check_state_fits(path, state, network.state_dict(), checkpoint.get("ccnn_config"), config)
+    else:
+        own = network.state_dict()
+        state = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    network.load_state_dict(state, strict=strict)
     return path

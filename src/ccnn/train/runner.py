@@ -19,7 +19,15 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-from ccnn.train.callbacks import AtomicCheckpointIO, KernelPlotCallback, write_json
+from ccnn.files import FileIntegrityError, load_torch, write_json
+from ccnn.nn.batchnorm import to_global_batchnorm
+from ccnn.train.callbacks import (
+    EpochSeeding,
+    KernelPlotCallback,
+    MetricsCSVLogger,
+    RecordConfig,
+    VerifiedCheckpointIO,
+)
 from ccnn.train.module import ClassificationModule
 
 # Noise from Lightning internals that users cannot act on.
@@ -53,6 +61,7 @@ class TrainerSettings:
     resume_from: str = ""
     progress_bar: bool = True
     monitor: str = "val/acc"  # "" = no validation split: train the full schedule, test the end
+    nonfinite_patience: int = 0  # non-finite losses in a row before stopping; -1 = never stop
 
 
 def resolve_accelerator(device: str) -> str:
@@ -81,8 +90,10 @@ def precision_for(accelerator: str, mixed: bool) -> str:
 
 
 def build_trainer(
-    s: TrainerSettings, extra_callbacks: list | None = None
+    s: TrainerSettings, extra_callbacks: list | None = None, resumed_at: tuple[int, int] = (0, 0)
 ) -> tuple[L.Trainer, ModelCheckpoint]:
+    """The Lightning trainer for ``s``; ``resumed_at`` = (epochs, optimiser steps) of the
+    checkpoint a run resumes from (the metrics log then keeps the rows logged before it)."""
     accelerator = resolve_accelerator(s.device)
     strategy: Any = "auto"
     devices: Any = "auto"
@@ -117,14 +128,14 @@ def build_trainer(
     last = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False
     )
-    callbacks: list = [checkpoint, last]
+    callbacks: list = [checkpoint, last, EpochSeeding(s.seed)]
     if s.monitor:
         callbacks.append(EarlyStopping(monitor=s.monitor, mode="max", patience=max(1, s.patience)))
     if s.plot_kernels:
         callbacks.append(
             KernelPlotCallback(run_dir / "kernels", every_epoch=s.plot_kernels_every_epoch)
         )
-    loggers = _loggers(s, run_dir)
+    loggers = _loggers(s, run_dir, resumed_at)
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     callbacks += extra_callbacks or []
@@ -135,7 +146,9 @@ def build_trainer(
         devices=devices,
         num_nodes=max(1, s.num_nodes),
         strategy=strategy,
-        sync_batchnorm=s.distributed and accelerator == "gpu",  # SyncBatchNorm is GPU-only
+        # several processes: BatchNorm statistics of the global batch (GlobalBatchNorm, set up
+        # in fit_and_test; works on CPU too) and our own data sharding (global batch semantics)
+        use_distributed_sampler=False,
         precision=precision_for(accelerator, s.mixed_precision),
         max_epochs=s.epochs,
         gradient_clip_val=s.grad_clip if s.grad_clip > 0 else None,
@@ -143,7 +156,7 @@ def build_trainer(
         deterministic=s.deterministic,
         callbacks=callbacks,
         logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[VerifiedCheckpointIO()],
         limit_train_batches=limit,
         limit_val_batches=limit if s.monitor else 0,
         limit_test_batches=limit,
@@ -155,9 +168,7 @@ def build_trainer(
     return trainer, checkpoint
 
 
-def _loggers(s: TrainerSettings, run_dir: Path) -> list:
-    from lightning.pytorch.loggers import CSVLogger
-
+def _loggers(s: TrainerSettings, run_dir: Path, resumed_at: tuple[int, int] = (0, 0)) -> list:
     if s.logger == "none":
         return []
     if s.logger == "wandb" and importlib.util.find_spec("wandb") is not None:
@@ -165,7 +176,15 @@ def _loggers(s: TrainerSettings, run_dir: Path) -> list:
 
         os.environ.setdefault("WANDB_MODE", "offline")
         return [WandbLogger(save_dir=str(run_dir), **{k: v for k, v in s.wandb.items() if v})]
-    loggers: list = [CSVLogger(str(run_dir), name="logs", version="")]
+    loggers: list = [
+        MetricsCSVLogger(
+            str(run_dir),
+            name="logs",
+            version="",
+            start_epoch=resumed_at[0],
+            start_step=resumed_at[1],
+        )
+    ]
     if importlib.util.find_spec("tensorboard") is not None:
         from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -181,6 +200,7 @@ def _single_device_trainer(s: TrainerSettings) -> L.Trainer:
         precision=precision_for(resolve_accelerator(s.device), s.mixed_precision),
         logger=False,
         enable_checkpointing=False,
+        plugins=[VerifiedCheckpointIO()],
         limit_val_batches=limit,
         limit_test_batches=limit,
         enable_progress_bar=s.progress_bar,
@@ -214,35 +234,27 @@ def fit_and_test(
 ) -> dict[str, Any]:
     """Train (selecting on validation), test the best checkpoint once, write ``results.json``."""
     start = time.time()
-    L.seed_everything(s.seed, workers=True)
-    trainer, checkpoint = build_trainer(s, extra_callbacks)
+    L.seed_everything(s.seed, workers=True, verbose=False)
+    module.nonfinite_patience = s.nonfinite_patience
+    if s.distributed:
+        to_global_batchnorm(module.network)
+    ckpt = (s.resume_from or None) if do_train else None
+    resumed_at = check_resume(ckpt, module, s.epochs, config) if ckpt else (0, 0)
+    callbacks = [RecordConfig(config), *(extra_callbacks or [])]
+    trainer, checkpoint = build_trainer(s, callbacks, resumed_at)
     results: dict[str, Any] = {"params": count_parameters(module.network)}
     if test_before_train:
         results["test_before_train"] = _metrics(
             trainer.test(module, datamodule=datamodule, verbose=False), "test"
         )
     if do_train:
-        ckpt = s.resume_from or None
-        if ckpt and not Path(ckpt).exists():
-            raise RunConfigError(
-                f"Cannot resume: checkpoint '{ckpt}' does not exist (train.resume)"
-            )
-        if ckpt:
-            done = torch.load(ckpt, map_location="cpu", weights_only=False).get("epoch", -1) + 1
-            if done >= s.epochs:
-                raise RunConfigError(
-                    f"Checkpoint {ckpt} already completed {done} epochs; resume with "
-                    f"train.epochs > {done}"
-                )
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
         if not trainer.is_global_zero:  # DDP: rank 0 evaluates once and writes the results
             return results
         best = checkpoint.best_model_path or None
         last = Path(s.run_dir) / "checkpoints" / "last.ckpt"
         results["epochs"] = (
-            torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1
-            if last.exists()
-            else trainer.current_epoch
+            load_torch(last)["epoch"] + 1 if last.exists() else trainer.current_epoch
         )
         results["best_checkpoint"] = best
         val_ckpt = best if best and Path(best).exists() else None
@@ -276,3 +288,86 @@ def fit_and_test(
     if trainer.is_global_zero:
         write_json(Path(s.run_dir) / "results.json", results)
     return results
+
+
+def check_resume(
+    path: str, module: ClassificationModule, epochs: int, config: dict[str, Any] | None
+) -> tuple[int, int]:
+    """Verify the checkpoint to resume from (integrity, network, epochs); return the epochs and
+    optimiser steps it completed."""
+    ckpt = load_torch(path)
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict) or "epoch" not in ckpt:
+        raise FileIntegrityError(
+            f"checkpoint {path} is not a training checkpoint (no state_dict/epoch); resume from "
+            "<run>/checkpoints/last.ckpt"
+        )
+    check_state_fits(path, state, module.state_dict(), ckpt.get("ccnn_config"), config)
+    done = int(ckpt["epoch"]) + 1
+    if done > epochs:
+        raise RunConfigError(
+            f"checkpoint {path} already completed {done} epochs but this run has only {epochs}; "
+            f"resume with train.epochs >= {done}"
+        )
+    return done, int(ckpt.get("global_step", 0))
+
+
+ARCHITECTURE_KEYS = ("net.", "conv.", "kernel.", "mask.", "dataset.")
+"""Configuration sections that decide the shapes of the network's parameters."""
+
+
+def check_state_fits(
+    path: Any,
+    saved: dict[str, torch.Tensor],
+    own: dict[str, torch.Tensor],
+    saved_config: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+) -> None:
+    """Raise a one-line :class:`RunConfigError` when state dict ``saved`` (from ``path``) does
+    not fit ``own``, naming the options that differ when both configurations are known."""
+    problem = None
+    for key, value in own.items():
+        other = saved.get(key)
+        if other is None:
+            problem = f"it has no parameter {key}"
+        elif tuple(other.shape) != tuple(value.shape):
+            problem = (
+                f"parameter {key} has shape {tuple(other.shape)} in the file and "
+                f"{tuple(value.shape)} here"
+            )
+        if problem:
+            break
+    else:
+        extra = [k for k in saved if k not in own]
+        if extra:
+            problem = f"it has parameters this network lacks ({', '.join(extra[:3])})"
+    if problem is None:
+        return
+    diff = _config_difference(saved_config, config) if saved_config and config else []
+    if diff:
+        theirs = ", ".join(f"{k}={a}" for k, a, _ in diff)
+        ours = ", ".join(f"{k}={b}" for k, _, b in diff)
+        raise RunConfigError(
+            f"checkpoint {path} was written by a network with {theirs}; this run has {ours}; "
+            "use the same options to load it, or start a fresh run"
+        )
+    raise RunConfigError(
+        f"checkpoint {path} does not fit this network: {problem}; build the network with the "
+        "options it was trained with"
+    )
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _config_difference(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    fa, fb = _flatten(a), _flatten(b)
+    keys = [k for k in dict.fromkeys([*fa, *fb]) if k.startswith(ARCHITECTURE_KEYS)]
+    return [(k, fa.get(k), fb.get(k)) for k in keys if fa.get(k) != fb.get(k)][:4]

@@ -15,7 +15,7 @@ gets ``global_batch_size / world_size`` examples per step through a ``Distribute
 ranks (``all_reduce``) so every rank takes the same early-stopping and checkpoint decisions;
 rank 0 writes, all ranks reload. The head's BatchNorm uses statistics of the global batch.
 
-Checkpoints in ``save_dir`` (written atomically: temp file + ``os.replace``):
+Checkpoints in ``save_dir`` (through :mod:`ccnn.files`: atomic, digest-verified, tensors only):
 ``phase_a_best.pt``, ``phase_a_last.pt``, ``phase_b_best.pt``, ``phase_b_last.pt``, and
 ``results.json`` (config, results, per-epoch curves; rewritten after every epoch). A ``last``
 checkpoint holds model, optimiser, scheduler, early-stopping state, curves and partial results,
@@ -26,10 +26,8 @@ of ``(seed, epoch, rank)``, so a resumed run reproduces the uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -53,13 +51,13 @@ from ccnn.data.imagefolder import (
     find_classes,
     normalize_batch,
 )
+from ccnn.files import load_torch, save_torch, write_json
 from ccnn.models.scattering_net import ScatteringNet
+from ccnn.nn.batchnorm import to_global_batchnorm
 
 __all__ = [
     "DistEnv",
-    "GlobalBatchNorm2d",
     "ScatteringTrainConfig",
-    "atomic_save",
     "build_data",
     "dataset_labels",
     "init_distributed",
@@ -127,7 +125,20 @@ class ScatteringTrainConfig:
         ):
             raise ValueError(f"train_size > 1 must be an integer count, got {self.train_size}")
         if self.epochs < 1 or (self.lr_epochs < 1 and not self.joint):
-            raise ValueError("--epochs and --lr-epochs (unless --joint) must be >= 1")
+            raise ValueError(
+                f"--epochs and --lr-epochs (unless --joint) must be >= 1, got {self.epochs} and "
+                f"{self.lr_epochs}"
+            )
+        if self.global_batch_size < 1:
+            raise ValueError(f"--global-batch-size must be >= 1, got {self.global_batch_size}")
+        for name in ("n_blocks", "L", "kernel_size", "patience"):
+            if getattr(self, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"--kernel-size must be odd, got {self.kernel_size}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
         if self.fuse not in ("auto", "on", "off"):
             raise ValueError(f"fuse must be auto|on|off, got {self.fuse!r}")
 
@@ -175,89 +186,6 @@ def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
     if env.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
-
-
-class GlobalBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are those of the global batch over all ranks.
-
-    Like ``nn.SyncBatchNorm`` but works with gloo on CPU too (differentiable all-reduce); without
-    an initialised multi-process group it is exactly ``nn.BatchNorm2d``. Same ``state_dict``.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (
-            self.training
-            and dist.is_available()
-            and dist.is_initialized()
-            and dist.get_world_size() > 1
-        ):
-            return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
-        xf = x.float()
-        count = torch.tensor([xf.numel() / xf.shape[1]], device=x.device)
-        n = all_reduce(count.clone())  # (1,)
-        mean = all_reduce(xf.sum(dim=(0, 2, 3))) / n  # (c,)
-        centred = xf - mean[None, :, None, None]
-        var = all_reduce(centred.square().sum(dim=(0, 2, 3))) / n  # (c,) biased
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = (
-                    self.momentum
-                    if self.momentum is not None
-                    else 1 / float(self.num_batches_tracked)
-                )
-                unbiased = var * n / (n - 1).clamp_min(1)
-                self.running_mean.mul_(1 - m).add_(m * mean.detach())
-                self.running_var.mul_(1 - m).add_(m * unbiased.detach())
-        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
-        if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return y.to(x.dtype)
-
-
-def _to_global_batchnorm(module: nn.Module) -> nn.Module:
-    """Swap every ``nn.BatchNorm2d`` for a :class:`GlobalBatchNorm2d` sharing its tensors."""
-    for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            new = GlobalBatchNorm2d(
-                child.num_features,
-                child.eps,
-                child.momentum,
-                child.affine,
-                child.track_running_stats,
-                device=child.weight.device,
-            )
-            new.load_state_dict(child.state_dict())
-            setattr(module, name, new)
-        else:
-            _to_global_batchnorm(child)
-    return module
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace`` (atomic)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if path.suffix == ".json":
-            Path(tmp).write_text(json.dumps(obj, indent=2, default=_json_default))
-        else:
-            torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -503,7 +431,7 @@ class _Trainer:
             fuse={"auto": "auto", "on": True, "off": False}[cfg.fuse],
         )
         if self.env.distributed:
-            _to_global_batchnorm(model)
+            to_global_batchnorm(model)
         model = model.to(self.env.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -522,10 +450,10 @@ class _Trainer:
 
     def _save(self, phase: str, kind: str, state: dict) -> None:
         if self.env.is_main:
-            atomic_save(state, self._path(phase, kind))
+            save_torch(state, self._path(phase, kind))
 
     def _load_model(self, phase: str, kind: str) -> dict:
-        ckpt = torch.load(self._path(phase, kind), map_location=self.env.device, weights_only=False)
+        ckpt = load_torch(self._path(phase, kind), map_location=self.env.device)
         self.model.load_state_dict(ckpt["model"])
         return ckpt
 
@@ -536,7 +464,7 @@ class _Trainer:
             "curves": self.curves,
         }
         if self.env.is_main:
-            atomic_save(out, self.save_dir / RESULTS_FILE)
+            write_json(self.save_dir / RESULTS_FILE, out)
         return out
 
     # -- one epoch ------------------------------------------------------------------------
@@ -694,6 +622,7 @@ class _Trainer:
                 )
             ckpt = {
                 "phase": phase,
+                "config": dataclasses.asdict(cfg),
                 "model": self.model.state_dict(),
                 "early_stop": dict(state),
                 "optimizer": opt.state_dict(),
@@ -722,7 +651,8 @@ class _Trainer:
         for phase in ("B", "A"):
             p = self._path(phase, "last")
             if p.exists():
-                ckpt = torch.load(p, map_location=self.env.device, weights_only=False)
+                ckpt = load_torch(p, map_location=self.env.device)
+                _check_same_run(p, ckpt.get("config"), self.cfg)
                 self.curves = ckpt["curves"]
                 self.results.update(
                     {k: v for k, v in ckpt["results"].items() if k not in ("world_size",)}
@@ -774,6 +704,34 @@ class _Trainer:
         if self.env.is_main:
             print(f"stopping after {self.epochs_run} epochs (--stop-after-epochs)", flush=True)
         return self.write_results()
+
+
+RUN_NEUTRAL = frozenset(
+    {"resume", "print_freq", "save_dir", "data_dir", "workers", "stop_after_epochs"}
+)
+"""Settings that may differ on ``--resume`` (they do not change what is computed)."""
+
+
+def _check_same_run(path: Path, saved: dict | None, cfg: ScatteringTrainConfig) -> None:
+    """``--resume`` continues the run in the checkpoint; changed settings are refused (they
+    would be recorded in ``results.json`` without having run)."""
+    if saved is None:
+        raise ValueError(
+            f"checkpoint {path} records no settings (written before ccnn 0.2); it cannot be "
+            "resumed safely — start a fresh run in a new --save-dir"
+        )
+    now = dataclasses.asdict(cfg)
+    changed = [
+        f"--{k.replace('_', '-')} {now[k]} (checkpoint: {saved.get(k)})"
+        for k in now
+        if k not in RUN_NEUTRAL and saved.get(k) != now[k]
+    ]
+    if changed:
+        raise ValueError(
+            f"--resume continues the run in {path.parent} but these settings changed: "
+            f"{', '.join(changed)}; resume with the checkpoint's settings, or start a new run "
+            "with another --save-dir"
+        )
 
 
 def run(cfg: ScatteringTrainConfig) -> dict:
