@@ -384,3 +384,24 @@ def test_learned_token_embedding_option_for_lra_text(tmp_path):
     net = build_network(cfg, dm.meta)
     assert net.embedding.num_embeddings == dm.meta.extra["vocab_size"]
     assert run(cfg, run_dir=str(tmp_path))["params"] == n_params(net)
+
+
+def test_only_the_projects_user_errors_become_one_line():
+    """A ValueError raised by a bug inside ccnn keeps its traceback; OptionError subclasses
+    (settings, data, files, registries) are one line and exit code 2."""
+    from ccnn.apps.common import report_errors
+    from ccnn.errors import OptionError
+    from ccnn.registry import RegistryError
+
+    scope = {"__name__": "ccnn.somewhere"}
+    exec("def bug():\n    raise ValueError('internal bug')", scope)  # looks like ccnn code
+    with pytest.raises(ValueError, match="internal bug"):
+        report_errors(scope["bug"])()
+    for err in (ConfigError("fix a"), OptionError("fix b"), RegistryError("fix c")):
+
+        def user(err=err):
+            raise err
+
+        with pytest.raises(SystemExit) as exit_:
+            report_errors(user)()
+        assert exit_.value.code == 2

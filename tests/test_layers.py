@@ -346,3 +346,30 @@ def test_gabor_envelope_fast_path_equals_reference(kernel_type, data_dim):
         torch.testing.assert_close(
             net.envelope(l, x), net.envelope_reference(l, x), rtol=1e-10, atol=1e-12
         )
+
+
+@pytest.mark.parametrize("name", CONVS.names())
+@pytest.mark.parametrize("data_dim", [1, 2, 3])
+def test_every_conv_works_with_its_defaults_and_survives_copies(name, data_dim):
+    """Built from (in, out, data_dim) alone; after a training forward/backward (which keeps
+    ``last_kernel`` in the graph) ``copy.deepcopy``, ``pickle`` and an EMA/SWA average work,
+    and the copies compute exactly what the layer computes."""
+    import copy
+    import pickle
+
+    from torch.optim.swa_utils import AveragedModel
+
+    torch.manual_seed(0)
+    layer = CONVS.build(name, 4, 3, data_dim=data_dim)
+    x = torch.randn(2, 4, *([9] * data_dim))
+    y = layer(x)
+    assert y.shape == (2, 3, *([9] * data_dim))
+    y.square().mean().backward()
+    twin, thawed = copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))
+    average = AveragedModel(layer)
+    for m in (layer, twin, thawed, average):
+        m.eval()
+    with torch.no_grad():
+        want = layer(x)
+        assert torch.equal(twin(x), want) and torch.equal(thawed(x), want)
+        assert torch.allclose(average(x), want)

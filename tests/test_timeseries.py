@@ -16,17 +16,24 @@ from sequence_fixtures import write_uea
 
 
 @pytest.mark.parametrize(
-    "argv, first",
+    "argv, added",
     [
-        (["dataset.name=UEA", "dataset.params.uea_name=GunPoint"], "experiment=uea"),
-        (["dataset.name=UCR", "dataset.params.uea_name=GunPoint"], "experiment=uea"),
-        (["train.epochs=2"], "experiment=digits"),
-        (["dataset.name=MNIST"], "dataset.name=MNIST"),
-        (["experiment=digits", "dataset.name=UEA"], "experiment=digits"),
+        (["dataset.name=UEA", "dataset.params.uea_name=GunPoint"], ["experiment=uea"]),
+        (["dataset.name=UCR", "dataset.params.uea_name=GunPoint"], ["experiment=uea"]),
+        (["train.epochs=2"], ["experiment=digits"]),
+        (["--cfg", "job"], ["experiment=digits"]),  # Hydra flags keep the default experiment
+        (["-m", "train.epochs=1"], ["experiment=digits"]),
+        (["dataset.name=MNIST"], []),
+        (["experiment=digits", "dataset.name=UEA"], []),
     ],
 )
-def test_dataset_family_presets(argv, first):
-    assert prepare_argv(argv)[0] == first
+def test_dataset_family_presets(argv, added):
+    assert prepare_argv(argv) == [*argv, *added]
+
+
+def test_experiment_typo_names_the_closest():
+    with pytest.raises(ValueError, match="Unknown experiment 'smnist'. Closest: smnist_ccnn"):
+        prepare_argv(["experiment=smnist"])
 
 
 def test_preset_composes_for_any_set_and_builds_from_the_data():

@@ -30,12 +30,14 @@ from typing import Any
 
 import torch
 
+from ccnn.errors import OptionError
+
 DIGEST_KEY = "ccnn_content_sha256"
 """Key under which :func:`save_torch` stores the digest of the rest of the dictionary."""
 JSON_DIGEST_KEY = "content_sha256"
 
 
-class FileIntegrityError(ValueError):
+class FileIntegrityError(OptionError):
     """A file cannot be trusted or read; the message says which file, why, and what to do."""
 
 

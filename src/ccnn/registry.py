@@ -12,10 +12,12 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from ccnn.errors import OptionError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(KeyError, OptionError):
     """Unknown name in a registry. ``str(err)`` is the full human-readable message."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
@@ -45,7 +47,7 @@ class Registry(Generic[T]):
             key = name or obj.__name__  # type: ignore[attr-defined]
             for k in (key, *aliases):
                 if k in self._entries and self._entries[k] is not obj:
-                    raise ValueError(f"{self.kind} '{k}' is already registered")
+                    raise OptionError(f"{self.kind} '{k}' is already registered")
                 self._entries[k] = obj
                 self._canonical[k] = key
             return obj

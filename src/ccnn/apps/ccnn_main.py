@@ -26,7 +26,7 @@ from ccnn.apps.ccnn_config import (
     validate,
     validate_with_meta,
 )
-from ccnn.apps.common import ConfigError, check_overrides, report_errors
+from ccnn.apps.common import ConfigError, check_experiment, check_overrides, report_errors
 
 DEFAULT_EXPERIMENT = "digits"
 DATASET_PRESETS = {"UEA": "uea", "UCR": "uea"}
@@ -124,14 +124,15 @@ def _hydra_main(cfg: DictConfig) -> None:
 def prepare_argv(argv: list[str]) -> list[str]:
     """Check keys of ``key=value`` arguments and add the default experiment if needed."""
     check_overrides(argv, CCNNConfig)
+    check_experiment(argv, "ccnn.configs.ccnn")
     given = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
     given = {k.lstrip("+"): v for k, v in given.items()}
-    if any(a.startswith("-") for a in argv) or "experiment" in given:
+    if "experiment" in given:  # Hydra flags (--cfg job, -m, --help) get the default too
         return argv
     if "dataset.name" not in given:
-        return [f"experiment={DEFAULT_EXPERIMENT}", *argv]
+        return [*argv, f"experiment={DEFAULT_EXPERIMENT}"]
     preset = DATASET_PRESETS.get(given["dataset.name"])
-    return [f"experiment={preset}", *argv] if preset else argv
+    return [*argv, f"experiment={preset}"] if preset else argv
 
 
 def main() -> None:

@@ -8,10 +8,10 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, get_type_hints
 
-from ccnn.registry import RegistryError
+from ccnn.errors import OptionError
 
 
-class ConfigError(ValueError):
+class ConfigError(OptionError):
     """A configuration problem reported to the user without a stack trace."""
 
 
@@ -64,9 +64,34 @@ EXIT_DIVERGED = 3
 """Exit code for a run stopped at a non-finite training loss."""
 
 
+def check_experiment(args: Iterable[str], package: str) -> None:
+    """An ``experiment=<name>`` that is not a file in ``<package>/experiment`` is an error
+    naming the closest experiments (Hydra's own message would blame a missing key instead)."""
+    from importlib.resources import files
+
+    for arg in args:
+        key, _, name = arg.partition("=")
+        if key.lstrip("+") != "experiment" or not name:
+            continue
+        folder = files(package) / "experiment"
+        known = sorted(
+            p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")
+        )
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        close += [k for k in known if name.lower() in k.lower() and k not in close][:3]
+        hint = f" Closest: {', '.join(close[:5])}." if close else ""
+        raise ConfigError(
+            f"Unknown experiment '{name}'.{hint} All {len(known)} experiments are the files in "
+            f"{package.replace('.', '/')}/experiment/."
+        )
+
+
 def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn``; user errors (settings, files) print one clear line and exit with code 2, a
-    diverged run exits with code 3."""
+    """Run ``fn``; the project's user errors (:class:`ccnn.errors.OptionError`: settings,
+    arguments, files) print one line and exit with code 2, a diverged run exits with code 3.
+    Every other exception is a bug and keeps its traceback."""
     from ccnn.train.module import TrainingDiverged
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -75,36 +100,10 @@ def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except TrainingDiverged as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(EXIT_DIVERGED)
-        except (ConfigError, RegistryError, ValueError, FileNotFoundError) as err:
-            if not _is_user_error(err):
-                raise
+        except OptionError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 
     wrapper.__name__ = getattr(fn, "__name__", "wrapper")
     wrapper.__doc__ = fn.__doc__
     return wrapper
-
-
-def _is_user_error(err: BaseException) -> bool:
-    """Errors raised by our own validation (not arbitrary ValueErrors deep in torch)."""
-    from ccnn.data.base import DataConfigError
-    from ccnn.files import FileIntegrityError
-    from ccnn.train.optim import OptimConfigError
-    from ccnn.train.runner import RunConfigError
-
-    if isinstance(
-        err,
-        ConfigError
-        | RegistryError
-        | DataConfigError
-        | OptimConfigError
-        | RunConfigError
-        | FileIntegrityError,
-    ):
-        return True
-    tb = err.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
-    return module.startswith("ccnn.")

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ccnn.apps.common import ConfigError, check_overrides, report_errors
+from ccnn.apps.common import ConfigError, check_experiment, check_overrides, report_errors
 from ccnn.apps.flexconv_config import (
     FlexConvConfig,
     build_datamodule,
@@ -238,12 +238,13 @@ def quote_unparsable(argv: list[str]) -> list[str]:
 def prepare_argv(argv: list[str], crossres: bool = False) -> list[str]:
     """Check keys of ``key=value`` arguments and add the default experiment if needed."""
     check_overrides(argv, FlexConvConfig)
+    check_experiment(argv, CONFIG_MODULE)
     argv = quote_unparsable(argv)
     names_data = any(
         a.split("=", 1)[0].lstrip("+") in ("dataset", "experiment") for a in argv if "=" in a
     )
-    if not names_data and not any(a.startswith("-") for a in argv):
-        argv = [f"experiment={DEFAULT_EXPERIMENT[crossres]}", *argv]
+    if not names_data:  # Hydra flags (--cfg job, -m, --help) get the default too
+        argv = [*argv, f"experiment={DEFAULT_EXPERIMENT[crossres]}"]
     return argv
 
 

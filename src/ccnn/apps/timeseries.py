@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ccnn.data.base import DatasetMeta, DatasetSplits
+from ccnn.errors import OptionError
 from ccnn.nn.masking import pad_series
 
 PRESET = "uea"
@@ -43,7 +44,7 @@ def _as_series(X: Any) -> list[np.ndarray]:
         return list(arr[:, None] if arr.ndim == 2 else arr)
     if isinstance(X, Sequence) and len(X) > 0:
         return [np.asarray(s, dtype=np.float64) for s in X]
-    raise ValueError(
+    raise OptionError(
         "X must be an array (n, l) / (n, c, l) or a non-empty list of (c, l_i) or (l_i,) arrays"
     )
 
@@ -76,7 +77,7 @@ class TimeSeriesClassifier:
             times = [np.asarray(t, dtype=np.float64) / self.time_unit_ for t in times]
         values, mask, t = pad_series(series, times, dtype=torch.float64)
         if values.shape[1] != self.channels_:
-            raise ValueError(
+            raise OptionError(
                 f"the series have {values.shape[1]} channels; the classifier was fitted on "
                 f"{self.channels_}"
             )
@@ -104,7 +105,7 @@ class TimeSeriesClassifier:
             gaps = np.concatenate([np.diff(np.sort(np.asarray(t, np.float64))) for t in times])
             gaps = gaps[gaps > 0]
             if gaps.size == 0:
-                raise ValueError("times must increase within a series")
+                raise OptionError("times must increase within a series")
             self.time_unit_ = float(np.median(gaps))
 
     # -- API -------------------------------------------------------------------------------
@@ -124,10 +125,10 @@ class TimeSeriesClassifier:
         labels = np.asarray(y)
         self.classes_ = np.array(sorted(set(labels.tolist()), key=str))
         if len(self.classes_) < 2:
-            raise ValueError("y must contain at least two classes")
+            raise OptionError("y must contain at least two classes")
         series = _as_series(X)  # converted once; the helpers below take the list as it is
         if len(labels) != len(series):
-            raise ValueError(f"{len(labels)} labels for {len(series)} series")
+            raise OptionError(f"{len(labels)} labels for {len(series)} series")
         self._fit_statistics(series, times)
         tensors = self._tensors(series, times)
         targets = torch.tensor([self.classes_.tolist().index(v) for v in labels.tolist()])

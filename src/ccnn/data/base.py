@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from ccnn.errors import OptionError
 from ccnn.registry import Registry
 
 DATA_TYPES = ("default", "sequence", "pointcloud")
@@ -99,7 +100,7 @@ class DatasetFamily(Protocol):
 DATASETS: Registry[Any] = Registry("dataset")
 
 
-class DataConfigError(ValueError):
+class DataConfigError(OptionError):
     """Invalid dataset options or missing files; the message says how to fix it."""
 
 

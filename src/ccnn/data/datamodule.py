@@ -18,6 +18,7 @@ from ccnn.data.base import (
     get_meta,
     load_splits,
 )
+from ccnn.errors import OptionError
 
 
 def default_num_workers(requested: int) -> int:
@@ -101,7 +102,7 @@ class CCNNDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if (opts is None) == (splits is None):
-            raise ValueError("give either dataset options or ready-made splits")
+            raise OptionError("give either dataset options or ready-made splits")
         self.opts = opts
         self.batch_size = batch_size
         self.test_batch_size = test_batch_size or batch_size
@@ -195,7 +196,7 @@ class CCNNDataModule(L.LightningDataModule):
             mine = self.splits.state.get(key)
             same = torch.equal(mine, value) if torch.is_tensor(value) else mine == value
             if not same:
-                raise ValueError(
+                raise OptionError(
                     f"The checkpoint's dataset state '{key}' differs from this data module's "
                     "(e.g. a different pMNIST permutation). Load the checkpoint with the same "
                     "dataset options and seed it was trained with."

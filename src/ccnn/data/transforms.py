@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from ccnn.errors import OptionError
+
 
 def random_crop_flip(
     x: torch.Tensor, padding: int, mode: str = "symmetric", flip: bool = True
@@ -71,7 +73,7 @@ def pad_with_noise(
     """Append i.i.d. standard-normal steps to ``(b, c, l)`` sequences up to ``length`` steps."""
     b, c, l = x.shape
     if length < l:
-        raise ValueError(f"cannot noise-pad a sequence of length {l} to {length}")
+        raise OptionError(f"cannot noise-pad a sequence of length {l} to {length}")
     noise = torch.randn(
         (b, c, length - l), generator=generator, device=x.device, dtype=x.dtype
     )  # (b, c, length - l)
@@ -121,7 +123,7 @@ class ImageBatchTransform:
         self.crop_padding = crop_padding
         self.size = size
         if permutation is not None and not (sequence or noise_pad_length):
-            raise ValueError("a permutation needs sequence=True or noise_pad_length")
+            raise OptionError("a permutation needs sequence=True or noise_pad_length")
         self.permutation = permutation
         self.noise_pad_length, self.noise_seed = noise_pad_length, noise_seed
         self._eval_generators: dict[Any, torch.Generator] = {}
@@ -141,7 +143,7 @@ class ImageBatchTransform:
             elif self.augment == "flip":
                 x = random_crop_flip(x, 0, flip=True)
             else:
-                raise ValueError(f"unknown augmentation {self.augment!r}")
+                raise OptionError(f"unknown augmentation {self.augment!r}")
         if self.noise_pad_length:
             generator = None if training else self._eval_generator(x.device)
             x = pad_with_noise(rows_to_sequence(x), self.noise_pad_length, generator)

@@ -67,6 +67,7 @@ from ccnn.data.base import (
 )
 from ccnn.data.download import RemoteFile, fetch, safe_extract
 from ccnn.data.transforms import ImageBatchTransform
+from ccnn.errors import OptionError
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
@@ -160,7 +161,7 @@ class IndexedDataset(Dataset):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor | None = None):
         if len(x) != len(y):
-            raise ValueError(f"{len(x)} inputs but {len(y)} labels")
+            raise OptionError(f"{len(x)} inputs but {len(y)} labels")
         self.x, self.y, self.indices = x, y, indices
 
     def __len__(self) -> int:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.nn.layers import get_activation, get_dropout, get_norm, pointwise
 from ccnn.nn.masking import apply_norm
 from ccnn.registry import Registry
@@ -205,16 +206,16 @@ def block_widths(
     if factors == [0.0] or all(f == 0 for f in factors):
         return [hidden] * num_blocks
     if len(factors) % 2:
-        raise ValueError(
+        raise OptionError(
             f"block_width_factors must be [0.0] or (factor, count) pairs, got {factors}"
         )
     widths: list[int] = []
     for factor, count in zip(factors[0::2], factors[1::2]):
         if count != int(count) or count < 0:
-            raise ValueError(f"block_width_factors counts must be whole numbers, got {count}")
+            raise OptionError(f"block_width_factors counts must be whole numbers, got {count}")
         widths += [int(hidden * factor)] * int(count)
     if len(widths) != num_blocks:
-        raise ValueError(
+        raise OptionError(
             f"block_width_factors {factors} describe {len(widths)} blocks but no_blocks="
             f"{num_blocks}; make the counts add up to no_blocks"
         )

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.models.blocks import BLOCKS, Block, block_widths
 from ccnn.nn.conv import ContinuousConv, build_conv
 from ccnn.nn.layers import get_activation, get_dropout, get_norm
@@ -105,17 +106,17 @@ class CCNN(nn.Module):
     ):
         super().__init__()
         if readout not in READOUTS:
-            raise ValueError(f"Unknown readout '{readout}'; supported: {list(READOUTS)}")
+            raise OptionError(f"Unknown readout '{readout}'; supported: {list(READOUTS)}")
         if time_path not in TIME_PATHS:
-            raise ValueError(f"Unknown time_path '{time_path}'; supported: {list(TIME_PATHS)}")
+            raise OptionError(f"Unknown time_path '{time_path}'; supported: {list(TIME_PATHS)}")
         if int(time_resolution) != time_resolution or time_resolution < 1:
-            raise ValueError(f"time_resolution must be a positive integer, got {time_resolution}")
+            raise OptionError(f"time_resolution must be a positive integer, got {time_resolution}")
         self.time_path, self.time_resolution = time_path, int(time_resolution)
         conv_kwargs = dict(conv_kwargs or {})
         if readout == "last" and not (data_dim == 1 and conv_kwargs.get("causal")):
-            raise ValueError("readout='last' needs a causal 1D model (conv.causal=True, 1D data)")
+            raise OptionError("readout='last' needs a causal 1D model (conv.causal=True, 1D data)")
         if hidden_channels < 1 or num_blocks < 0:
-            raise ValueError(
+            raise OptionError(
                 "hidden_channels must be >= 1 and num_blocks >= 0 (net.no_hidden, "
                 f"net.no_blocks), got {hidden_channels}, {num_blocks}"
             )
@@ -146,7 +147,7 @@ class CCNN(nn.Module):
         pool_size = downsampling_size if downsampling_size and downsampling_size > 0 else 2
         for i in downsampling:
             if not 0 <= i < num_blocks:
-                raise ValueError(
+                raise OptionError(
                     f"net.downsampling index {i} is not a block index (0..{num_blocks - 1})"
                 )
         blocks: list[nn.Module] = []
@@ -184,10 +185,10 @@ class CCNN(nn.Module):
         ``seq`` (``mask``, ``times``) to every convolution and norm (see :meth:`forward`)."""
         if self.embedding is not None:
             if x.dim() != 3 or x.shape[1] != 1:
-                raise ValueError(f"token inputs must be (b, 1, l), got {tuple(x.shape)}")
+                raise OptionError(f"token inputs must be (b, 1, l), got {tuple(x.shape)}")
             x = self.embedding(x[:, 0].long()).transpose(1, 2)  # (b, c, l)
         if seq and any(not isinstance(b, Block) for b in self.blocks):
-            raise ValueError(
+            raise OptionError(
                 "net.downsampling (MaxPool) cannot be combined with padded or irregular series; "
                 "remove net.downsampling or give equal-length, fully observed inputs"
             )
@@ -225,7 +226,7 @@ class CCNN(nn.Module):
             seq["mask"] = check_mask(x, mask)
         if times is not None:
             if x.dim() != 3 or times.shape != (x.shape[0], x.shape[-1]):
-                raise ValueError(
+                raise OptionError(
                     f"times must have shape (b, n) = {(x.shape[0], x.shape[-1])} for inputs "
                     f"(b, c, n); got times {tuple(times.shape)}, inputs {tuple(x.shape)}"
                 )

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.models.registry import MODELS
 
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110, 1202)
@@ -54,7 +55,7 @@ class ZeroPadShortcut(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         if out_channels < in_channels:
-            raise ValueError(
+            raise OptionError(
                 f"option-A shortcuts cannot reduce channels ({in_channels} -> {out_channels})"
             )
         self.stride = stride
@@ -122,11 +123,11 @@ class CIFARResNet(nn.Module):
     ):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(
+            raise OptionError(
                 f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth}"
             )
         if shortcut not in SHORTCUTS:
-            raise ValueError(f"Unknown shortcut option {shortcut!r}; supported: {list(SHORTCUTS)}")
+            raise OptionError(f"Unknown shortcut option {shortcut!r}; supported: {list(SHORTCUTS)}")
         n = (depth - 2) // 6
         self.depth, self.num_classes = depth, num_classes
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
@@ -161,9 +162,9 @@ def _register(depth: int) -> None:
         **kwargs: Any,
     ) -> CIFARResNet:
         if data_dim != 2:
-            raise ValueError(f"CIFARResNet{depth} is a 2D image model, got data_dim={data_dim}")
+            raise OptionError(f"CIFARResNet{depth} is a 2D image model, got data_dim={data_dim}")
         if num_classes is not None and out_channels is not None and num_classes != out_channels:
-            raise ValueError(f"num_classes={num_classes} and out_channels={out_channels} disagree")
+            raise OptionError(f"num_classes={num_classes} and out_channels={out_channels} disagree")
         classes = (
             num_classes
             if num_classes is not None

@@ -34,6 +34,7 @@ from typing import Any
 
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.models.ccnn import CCNN
 from ccnn.models.registry import MODELS
 
@@ -128,12 +129,12 @@ class FlexTCN(CCNN):
         dropout_type: str = "Dropout",
     ):
         if num_blocks < 1:
-            raise ValueError("FlexTCN needs at least one block (net.no_blocks >= 1)")
+            raise OptionError("FlexTCN needs at least one block (net.no_blocks >= 1)")
         if data_dim != 1:
-            raise ValueError(f"FlexTCN is a sequence model (data_dim=1), got data_dim={data_dim}")
+            raise OptionError(f"FlexTCN is a sequence model (data_dim=1), got data_dim={data_dim}")
         conv_kwargs = dict(conv_kwargs or {})
         if conv_kwargs.get("causal") is False:
-            raise ValueError("FlexTCN uses causal convolutions; do not pass causal=False")
+            raise OptionError("FlexTCN uses causal convolutions; do not pass causal=False")
         conv_kwargs["causal"] = True
         super().__init__(
             in_channels,

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ccnn.errors import OptionError
 from ccnn.models.ccnn import CCNN
 from ccnn.nn.pointconv import POINT_CONVS, build_neighbourhood, build_point_conv
 
@@ -73,7 +74,7 @@ class PointCCNN(CCNN):
         data_dim: int = 3,
     ):
         if in_channels < position_channels:
-            raise ValueError(
+            raise OptionError(
                 f"inputs need at least {position_channels} channels (the positions), "
                 f"got {in_channels}"
             )
@@ -108,7 +109,7 @@ class PointCCNN(CCNN):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Per-point features before the readout. Shapes: ``(b, c_in, n) -> (b, hidden, n)``."""
         if x.dim() != 3 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise OptionError(
                 f"PointCCNN expects clouds of shape (b, {self.in_channels}, n), "
                 f"got {tuple(x.shape)}"
             )

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.nn.scattering import MODULUS_TYPES, ScatteringBlock, mixing_groups
 
 __all__ = ["ScatteringHead", "ScatteringNet", "ScatteringNetSpec", "describe_scattering_net"]
@@ -140,9 +141,9 @@ class ScatteringNet(nn.Module):
     ):
         super().__init__()
         if modulus_type not in MODULUS_TYPES:
-            raise ValueError(f"Unknown modulus_type {modulus_type!r}; use one of {MODULUS_TYPES}")
+            raise OptionError(f"Unknown modulus_type {modulus_type!r}; use one of {MODULUS_TYPES}")
         if n_blocks < 1:
-            raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
+            raise OptionError(f"n_blocks must be >= 1, got {n_blocks}")
         self.spec = describe_scattering_net(
             num_classes,
             in_channels,
@@ -157,7 +158,7 @@ class ScatteringNet(nn.Module):
             warn=True,
         )
         if min(self.spec.spatial) < 1:
-            raise ValueError(f"input size {input_size} is too small for {n_blocks} blocks")
+            raise OptionError(f"input size {input_size} is too small for {n_blocks} blocks")
         blocks = []
         for i, (c, g) in enumerate(zip(self.spec.channels[:-1], self.spec.groups)):
             blocks.append(

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.nn.conv import ContinuousConv
 from ccnn.nn.kernels import _GaborNet
 from ccnn.nn.masks import GaussianMask
@@ -115,7 +116,7 @@ def gabor_convs(network: nn.Module) -> list[tuple[str, ContinuousConv]]:
 
 def _choice(value: str, supported: tuple[str, ...], what: str) -> str:
     if value not in supported:
-        raise ValueError(f"Unknown anti-aliasing {what} '{value}'; supported: {list(supported)}")
+        raise OptionError(f"Unknown anti-aliasing {what} '{value}'; supported: {list(supported)}")
     return value
 
 
@@ -145,7 +146,7 @@ class AntiAliasingRegularizer:
         self.method = _choice(method, METHODS, "method (kernel.regularize_params.method)")
         self.fn = _choice(fn, FUNCTIONS, "function (kernel.regularize_params.fn)")
         if gauss_stddevs < 0:
-            raise ValueError(f"gauss_stddevs must be >= 0, got {gauss_stddevs}")
+            raise OptionError(f"gauss_stddevs must be >= 0, got {gauss_stddevs}")
         self.factor, self.gauss_stddevs = float(factor), float(gauss_stddevs)
 
     def layer_penalty(self, layer: ContinuousConv) -> torch.Tensor:
@@ -165,7 +166,7 @@ class AntiAliasingRegularizer:
     def __call__(self, network: nn.Module) -> torch.Tensor:
         layers = gabor_convs(network)
         if not layers:
-            raise ValueError(
+            raise OptionError(
                 "anti-aliasing regularisation (kernel.regularize=True) needs continuous "
                 "convolutions with MAGNet or Gabor kernels (kernel.type=MAGNet); this network "
                 "has none"

@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ccnn.errors import OptionError
+
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
@@ -57,7 +59,7 @@ def batch_norm(norm: _BatchNorm, x: torch.Tensor, mask: torch.Tensor | None = No
             count = _all_reduce(count.detach().clone())
             total = _all_reduce(total)
         if count < 2:
-            raise ValueError("BatchNorm needs at least two observed positions in a batch")
+            raise OptionError("BatchNorm needs at least two observed positions in a batch")
         mean = total / count  # (c,)
         sq = (xf - mean.view(shape)).square()
         sq = sq.sum(dims) if mask is None else (sq * m).sum(dims)
@@ -90,7 +92,7 @@ class GlobalBatchNorm(_BatchNorm):
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
-            raise ValueError(f"expected a (b, c, ...) input, got {x.dim()}D")
+            raise OptionError(f"expected a (b, c, ...) input, got {x.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)

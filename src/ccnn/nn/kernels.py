@@ -37,6 +37,7 @@ import math
 import torch
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.nn.layers import get_activation
 from ccnn.nn.params import OMEGA_0, tag_parameter
 from ccnn.registry import Registry
@@ -69,7 +70,7 @@ KERNEL_OPTIONS = frozenset(
 def check_kernel_options(kernel_type: str, options: dict) -> None:
     unknown = set(options) - KERNEL_OPTIONS
     if unknown:
-        raise ValueError(
+        raise OptionError(
             f"Unknown option(s) {sorted(unknown)} for kernel type '{kernel_type}'; "
             f"supported options: {sorted(KERNEL_OPTIONS)}"
         )
@@ -87,9 +88,9 @@ class KernelNet(nn.Module):
     def __init__(self, data_dim: int, out_channels: int, hidden_channels: int, num_layers: int):
         super().__init__()
         if data_dim not in (1, 2, 3):
-            raise ValueError(f"data_dim must be 1, 2 or 3, got {data_dim}")
+            raise OptionError(f"data_dim must be 1, 2 or 3, got {data_dim}")
         if hidden_channels < 1 or num_layers < 1:
-            raise ValueError(
+            raise OptionError(
                 f"kernel hidden_channels and num_layers must be >= 1, got {hidden_channels} "
                 f"and {num_layers} (set kernel.no_hidden / kernel.no_layers)"
             )
@@ -98,7 +99,7 @@ class KernelNet(nn.Module):
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 2 or x.shape[-1] != self.data_dim:
-            raise ValueError(
+            raise OptionError(
                 f"{type(self).__name__} expects positions of shape (p, {self.data_dim}), got "
                 f"{tuple(x.shape)}"
             )
@@ -134,6 +135,12 @@ class _MultiplicativeFilterNet(KernelNet):
         return self.output_linear(h)
 
 
+DEFAULT_OMEGA_0 = 100.0
+"""MAGNet/Gabor ω0 when a layer is built without one (the digits main job's value, for inputs of
+about 64–256 steps per dimension). The paper commands set ``kernel.omega_0`` per dataset; for
+long series scale it with the length (our UEA preset uses 0.5 × length)."""
+
+
 class _GaborNet(_MultiplicativeFilterNet):
     """MFN with Gabor filters; ``anisotropic`` selects MAGNet (one gamma per unit and dim)."""
 
@@ -145,7 +152,7 @@ class _GaborNet(_MultiplicativeFilterNet):
         out_channels: int,
         hidden_channels: int = 32,
         num_layers: int = 3,
-        omega_0: float = 0.0,
+        omega_0: float = DEFAULT_OMEGA_0,
         input_scale: float = 25.6,
         init: str = "ccnn",
         bias: bool = True,
@@ -157,7 +164,7 @@ class _GaborNet(_MultiplicativeFilterNet):
     ):
         super().__init__(data_dim, out_channels, hidden_channels, num_layers, bias)
         if init not in MAGNET_INITS:
-            raise ValueError(f"Unknown MAGNet init '{init}'; supported: {list(MAGNET_INITS)}")
+            raise OptionError(f"Unknown MAGNet init '{init}'; supported: {list(MAGNET_INITS)}")
         self.init, self.omega_0, self.input_scale = init, omega_0, input_scale
         g_dim = data_dim if self.anisotropic else 1
         self.gammas = nn.ParameterList()
@@ -176,7 +183,7 @@ class _GaborNet(_MultiplicativeFilterNet):
             with torch.no_grad():
                 if init == "ccnn":
                     if omega_0 <= 0:
-                        raise ValueError(
+                        raise OptionError(
                             "MAGNet with init='ccnn' needs omega_0 > 0 (kernel.omega_0), "
                             f"got {omega_0}"
                         )
@@ -292,7 +299,7 @@ class SIREN(KernelNet):
     ):
         super().__init__(data_dim, out_channels, hidden_channels, max(num_layers, 2))
         if omega_0 <= 0:
-            raise ValueError(f"SIREN needs omega_0 > 0 (kernel.omega_0), got {omega_0}")
+            raise OptionError(f"SIREN needs omega_0 > 0 (kernel.omega_0), got {omega_0}")
         dims = [data_dim] + [hidden_channels] * (self.num_layers - 1)
         self.sine_linears = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims[:-1], dims[1:]))
         self.output_linear = nn.Linear(hidden_channels, out_channels, bias=bias)
@@ -372,7 +379,7 @@ class RFNet(KernelNet):
     ):
         super().__init__(data_dim, out_channels, hidden_channels, num_layers)
         if hidden_channels % 2:
-            raise ValueError(f"RFNet needs an even hidden size, got {hidden_channels}")
+            raise OptionError(f"RFNet needs an even hidden size, got {hidden_channels}")
         b = torch.randn(data_dim, hidden_channels // 2) * (2 * math.pi * omega_0)
         self.register_buffer("B", b)
         dims = [hidden_channels] * num_layers

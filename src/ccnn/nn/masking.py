@@ -30,17 +30,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.nn.batchnorm import batch_norm
 
 
 def check_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``mask`` as a float tensor of shape ``(b, l)`` matching ``x (b, c, l)``."""
     if x.dim() != 3:
-        raise ValueError(
+        raise OptionError(
             f"an observation mask needs sequences (b, c, l); got input {tuple(x.shape)}"
         )
     if mask.shape != (x.shape[0], x.shape[-1]):
-        raise ValueError(
+        raise OptionError(
             f"mask must have shape (b, l) = {(x.shape[0], x.shape[-1])}, got {tuple(mask.shape)}"
         )
     return mask.to(dtype=x.dtype)
@@ -69,7 +70,7 @@ def apply_norm(norm: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> t
     if isinstance(norm, nn.modules.batchnorm._BatchNorm):
         return masked_batch_norm(norm, x, mask)
     if isinstance(norm, nn.GroupNorm):
-        raise ValueError(
+        raise OptionError(
             "GroupNorm pools over positions and cannot exclude padded steps; use "
             "net.norm=BatchNorm or LayerNorm for series of unequal length"
         )
@@ -117,10 +118,10 @@ def to_grid(
     (b, n) grid index of each observation``.
     """
     if resolution < 1 or int(resolution) != resolution:
-        raise ValueError(f"resolution must be a positive integer, got {resolution}")
+        raise OptionError(f"resolution must be a positive integer, got {resolution}")
     b, c, n = values.shape
     if times.shape != (b, n):
-        raise ValueError(f"times must have shape (b, n) = {(b, n)}, got {tuple(times.shape)}")
+        raise OptionError(f"times must have shape (b, n) = {(b, n)}, got {tuple(times.shape)}")
     valid = torch.ones(b, n, dtype=torch.bool, device=values.device) if mask is None else mask > 0
     start = torch.where(valid, times, torch.inf).amin(-1, keepdim=True)
     start = torch.where(torch.isfinite(start), start, torch.zeros_like(start))
@@ -130,7 +131,7 @@ def to_grid(
     grid_mask = torch.zeros(b, length, dtype=values.dtype, device=values.device)
     grid_mask.scatter_add_(1, index, valid.to(values.dtype))
     if bool((grid_mask > 1).any()):
-        raise ValueError(
+        raise OptionError(
             f"two observations of a series fall on the same grid point at resolution "
             f"{resolution}; use a finer resolution (or the direct path)"
         )
@@ -155,11 +156,11 @@ def pad_series(
     arrays = [torch.as_tensor(np.asarray(s, dtype=np.float64)) for s in series]
     arrays = [a[None] if a.dim() == 1 else a for a in arrays]
     if not arrays:
-        raise ValueError("no series given")
+        raise OptionError("no series given")
     c = arrays[0].shape[0]
     for i, a in enumerate(arrays):
         if a.dim() != 2 or a.shape[0] != c:
-            raise ValueError(f"series {i} has shape {tuple(a.shape)}; expected ({c}, length)")
+            raise OptionError(f"series {i} has shape {tuple(a.shape)}; expected ({c}, length)")
     length = max(a.shape[1] for a in arrays)
     values = torch.zeros(len(arrays), c, length, dtype=torch.float64)
     mask = torch.zeros(len(arrays), length, dtype=torch.float64)
@@ -170,12 +171,12 @@ def pad_series(
     padded_times = None
     if times is not None:
         if len(times) != len(arrays):
-            raise ValueError(f"{len(times)} time arrays for {len(arrays)} series")
+            raise OptionError(f"{len(times)} time arrays for {len(arrays)} series")
         padded_times = torch.zeros(len(arrays), length, dtype=torch.float64)
         for i, (t, a) in enumerate(zip(times, arrays)):
             t = torch.as_tensor(np.asarray(t, dtype=np.float64))
             if t.shape != (a.shape[1],):
-                raise ValueError(
+                raise OptionError(
                     f"times of series {i} have shape {tuple(t.shape)}, expected ({a.shape[1]},)"
                 )
             padded_times[i, : a.shape[1]] = t

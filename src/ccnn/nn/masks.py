@@ -29,6 +29,7 @@ import math
 import torch
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.nn.params import MASK, tag_parameter
 from ccnn.registry import Registry
 
@@ -61,11 +62,11 @@ class GaussianMask(nn.Module):
     ):
         super().__init__()
         if init_value <= 0:
-            raise ValueError(
+            raise OptionError(
                 f"Gaussian mask init_value must be > 0 (mask.init_value), got {init_value}"
             )
         if dynamic_cropping and not 0 < threshold < 1:
-            raise ValueError(
+            raise OptionError(
                 "mask threshold must be in (0, 1) for dynamic cropping (mask.threshold), "
                 f"got {threshold}"
             )

@@ -52,6 +52,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.nn.kernels import build_kernel_net
 from ccnn.nn.params import KERNEL_NET, MASK, tag_module, tag_parameter
 from ccnn.registry import Registry
@@ -83,7 +84,7 @@ def knn(positions: torch.Tensor, k: int, *, chunk_size: int | None = None) -> to
     """
     b, n, _ = positions.shape
     if not 1 <= k <= n:
-        raise ValueError(f"knn needs 1 <= k <= n, got k={k} for clouds of {n} points")
+        raise OptionError(f"knn needs 1 <= k <= n, got k={k} for clouds of {n} points")
     chunk_size = chunk_size or KNN_CHUNK
     with torch.no_grad():
         pos = positions.detach()
@@ -136,7 +137,7 @@ class Neighbourhood:
         Shapes: ``-> (b, n, k)``, ``(b, n, k, d)``.
         """
         if k > self.num_neighbours:
-            raise ValueError(
+            raise OptionError(
                 f"this neighbourhood holds {self.num_neighbours} neighbours, {k} requested"
             )
         return self.index[..., :k], self.offsets[..., :k, :]
@@ -164,7 +165,7 @@ def build_neighbourhood(
     Shapes: positions ``(b, d, n)`` -> index ``(b, n, k)``, offsets ``(b, n, k, d)``.
     """
     if positions.dim() != 3:
-        raise ValueError(f"positions must be (b, d, n), got {tuple(positions.shape)}")
+        raise OptionError(f"positions must be (b, d, n), got {tuple(positions.shape)}")
     pos = rearrange(positions.detach(), "b d n -> b n d")
     k = min(k, pos.shape[1])
     index = knn(pos, k, chunk_size=chunk_size)  # (b, n, k)
@@ -195,7 +196,7 @@ class IsotropicGaussianMask(nn.Module):
     def __init__(self, init_value: float = 0.075):
         super().__init__()
         if init_value <= 0:
-            raise ValueError(f"mask init_value must be > 0 (mask.init_value), got {init_value}")
+            raise OptionError(f"mask init_value must be > 0 (mask.init_value), got {init_value}")
         self.init_value = init_value
         self.sigma = nn.Parameter(torch.tensor([float(init_value)]))
         tag_parameter(self, "sigma", MASK)
@@ -214,15 +215,15 @@ def _build_mask(mask_type: str | None, mask_kwargs: dict[str, Any]) -> Isotropic
     if not mask_type:
         return None
     if mask_type not in ("gaussian", "Gaussian"):
-        raise ValueError(f"Unknown point-conv mask type '{mask_type}'; supported: ['gaussian']")
+        raise OptionError(f"Unknown point-conv mask type '{mask_type}'; supported: ['gaussian']")
     kwargs = {k: v for k, v in mask_kwargs.items() if k not in _IGNORED_MASK_OPTIONS}
     if kwargs.pop("learn_mean", False):
-        raise ValueError(
+        raise OptionError(
             "point-cloud masks are centred at the point itself (mu=0); set mask.learn_mean=False"
         )
     unknown = set(kwargs) - {"init_value"}
     if unknown:
-        raise ValueError(
+        raise OptionError(
             f"Unknown point-conv mask option(s) {sorted(unknown)}; supported: ['init_value']"
         )
     return IsotropicGaussianMask(**kwargs)
@@ -272,7 +273,7 @@ class PointConv(nn.Module):
     ):
         super().__init__()
         if num_neighbours < 1:
-            raise ValueError(
+            raise OptionError(
                 f"num_neighbours must be >= 1 (kernel.num_edges), got {num_neighbours}"
             )
         self.in_channels, self.out_channels, self.data_dim = in_channels, out_channels, data_dim
@@ -344,7 +345,7 @@ class PointConv(nn.Module):
     def forward(self, x: torch.Tensor, neighbourhood: Neighbourhood | torch.Tensor) -> torch.Tensor:
         """Shapes: ``x (b, c_in, n)``, neighbourhood of ``(b, n, >=k)`` ``-> (b, c_out, n)``."""
         if x.dim() != 3 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise OptionError(
                 f"{type(self).__name__} expects (b, {self.in_channels}, n) features, "
                 f"got {tuple(x.shape)}"
             )

@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccnn.errors import OptionError
+
 __all__ = [
     "MODULUS_TYPES",
     "ScatteringBlock",
@@ -79,7 +81,7 @@ def _centred_grid(size: int, periods: int) -> tuple[torch.Tensor, torch.Tensor]:
     Returns ``(xx, yy)`` of shape ``(P, P, K, K)`` with ``P = 2·periods + 1``.
     """
     if size < 1 or size % 2 == 0:
-        raise ValueError(f"kernel size must be a positive odd integer, got {size}")
+        raise OptionError(f"kernel size must be a positive odd integer, got {size}")
     base = torch.arange(size, dtype=torch.float64) - size // 2  # (k,)
     shifts = torch.arange(-periods, periods + 1, dtype=torch.float64) * size  # (P,)
     rows = shifts[:, None] + base[None, :]  # (P, k)
@@ -136,7 +138,7 @@ def gaussian_2d(size: int, sigma: float = SIGMA, periods: int = 2) -> torch.Tens
 def orientation_angles(L: int) -> torch.Tensor:
     """θ_ℓ = (int(L − L/2 − 1) − ℓ)·π/L for ℓ = 0..L−1 (Kymatio's ordering), float64 ``(l,)``."""
     if L < 1:
-        raise ValueError(f"L must be >= 1, got {L}")
+        raise OptionError(f"L must be >= 1, got {L}")
     top = int(L - L / 2 - 1)  # truncation like Kymatio (= ⌊L/2 − 1⌋ for L ≥ 2)
     return (top - torch.arange(L, dtype=torch.float64)) * math.pi / L
 
@@ -167,7 +169,7 @@ def mixing_groups(channels: int, horizon: int | None, warn: bool = True) -> int:
     if horizon is None:
         return 1
     if horizon < 1:
-        raise ValueError(f"mixing horizon must be >= 1, got {horizon}")
+        raise OptionError(f"mixing horizon must be >= 1, got {horizon}")
     g = max(channels // horizon, 1)
     while channels % g:
         g -= 1
@@ -199,7 +201,7 @@ def should_fuse(kernel_size: int, fuse: bool | str = "auto", positions: int | No
     if isinstance(fuse, bool):
         return fuse
     if fuse != "auto":
-        raise ValueError(f"fuse must be True, False or 'auto', got {fuse!r}")
+        raise OptionError(f"fuse must be True, False or 'auto', got {fuse!r}")
     k2, kf2 = kernel_size**2, (kernel_size + 1) ** 2
     if positions is None:
         return kf2 / 4 < k2
@@ -259,11 +261,11 @@ class ScatteringBlock(nn.Module):
     ):
         super().__init__()
         if modulus_type not in MODULUS_TYPES:
-            raise ValueError(f"Unknown modulus_type {modulus_type!r}; use one of {MODULUS_TYPES}")
+            raise OptionError(f"Unknown modulus_type {modulus_type!r}; use one of {MODULUS_TYPES}")
         if in_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels}")
+            raise OptionError(f"groups={groups} must divide in_channels={in_channels}")
         if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+            raise OptionError(f"kernel_size must be odd, got {kernel_size}")
         self.in_channels, self.L, self.kernel_size = in_channels, L, kernel_size
         self.groups, self.modulus_type, self.lowpass_only = groups, modulus_type, lowpass_only
         should_fuse(kernel_size, fuse)  # validates
@@ -291,7 +293,7 @@ class ScatteringBlock(nn.Module):
                 nn.init.kaiming_uniform_(w, a=math.sqrt(5))  # nn.Conv2d's default
             return
         if init != "scattering":
-            raise ValueError(f"init must be 'scattering' or 'random', got {init!r}")
+            raise OptionError(f"init must be 'scattering' or 'random', got {init!r}")
         if self.weight_phi.is_meta:
             return
         bank = scattering_filter_bank(self.kernel_size, self.L, sigma, xi)

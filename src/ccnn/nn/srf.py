@@ -41,7 +41,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ccnn.nn.conv import CONVS, _check_common, _check_input
+from ccnn.errors import OptionError
+from ccnn.nn.conv import CONVS, KeepsLastKernel, _check_common, _check_input
 from ccnn.nn.functional import conv_nd
 from ccnn.nn.functional.grids import parse_resolution_scale
 from ccnn.nn.params import tag_parameter
@@ -106,7 +107,7 @@ def num_basis_functions(order: int, data_dim: int) -> int:
     return math.comb(order + data_dim, data_dim)
 
 
-class SRFConv(nn.Module):
+class SRFConv(KeepsLastKernel, nn.Module):
     """N-Jet convolution: Gaussian-derivative basis, learned coefficients and learned scale.
 
     Args:
@@ -142,9 +143,9 @@ class SRFConv(nn.Module):
         super().__init__()
         _check_common(data_dim, causal)
         if order < 0 or int(order) != order:
-            raise ValueError(f"SRF order must be a whole number >= 0, got {order}")
+            raise OptionError(f"SRF order must be a whole number >= 0, got {order}")
         if k <= 0:
-            raise ValueError(f"SRF k (kernel half-size in sigmas) must be > 0, got {k}")
+            raise OptionError(f"SRF k (kernel half-size in sigmas) must be > 0, got {k}")
         self.in_channels, self.out_channels, self.data_dim = in_channels, out_channels, data_dim
         self.order, self.k, self.causal, self.use_fft = int(order), float(k), causal, use_fft
         self.num_basis = num_basis_functions(self.order, data_dim)
@@ -172,7 +173,7 @@ class SRFConv(nn.Module):
         (``rescale_amplitude=False``, used for sparse observations on a finer grid, is not
         available: the derivatives are always scale-normalised.)"""
         if not rescale_amplitude and scale not in (None, 1, 1.0):
-            raise ValueError(
+            raise OptionError(
                 "SRFConv cannot be sampled on a finer grid without rescaling its response; for "
                 "irregularly sampled series use a continuous-kernel conv or time_path='direct'"
             )

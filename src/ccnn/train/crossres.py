@@ -34,6 +34,7 @@ from torch import nn
 
 from ccnn.data.base import BatchTransform, DataOptions
 from ccnn.data.datamodule import CCNNDataModule
+from ccnn.errors import OptionError
 from ccnn.nn.resolution import at_resolution, set_resolution
 
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area")
@@ -64,7 +65,7 @@ def resize(x: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch
     if tuple(x.shape[-2:]) == (size, size):
         return x
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(
+        raise OptionError(
             f"Unknown interpolation {interpolation!r}; supported: {list(INTERPOLATIONS)}"
         )
     if interpolation in ("nearest", "area"):
@@ -90,7 +91,7 @@ class ResizeTransform:
         blur_after: float = 0.0,
     ):
         if interpolation not in INTERPOLATIONS:
-            raise ValueError(
+            raise OptionError(
                 f"Unknown interpolation {interpolation!r}; supported: {list(INTERPOLATIONS)}"
             )
         self.inner, self.size, self.interpolation = inner, int(size), interpolation
@@ -102,7 +103,7 @@ class ResizeTransform:
         if not torch.is_floating_point(x):
             x = x.float()
         if x.dim() != 4:
-            raise ValueError(f"resizing needs images (b, c, h, w), got {tuple(x.shape)}")
+            raise OptionError(f"resizing needs images (b, c, h, w), got {tuple(x.shape)}")
         x = gaussian_blur(x, self.blur_before)
         x = resize(x, self.size, self.interpolation)
         return gaussian_blur(x, self.blur_after)
@@ -126,12 +127,12 @@ class ResizedDataModule(CCNNDataModule):
     ):
         super().__init__(opts, **kwargs)
         if self.meta.data_dim != 2:
-            raise ValueError(
+            raise OptionError(
                 f"resizing needs 2D images; dataset {opts.name} ({opts.data_type}) is "
                 f"{self.meta.data_dim}D"
             )
         if resolution < 1:
-            raise ValueError(f"resolution must be >= 1, got {resolution}")
+            raise OptionError(f"resolution must be >= 1, got {resolution}")
         self.native_meta = self.meta
         self.resolution, self.interpolation = int(resolution), interpolation
         self.blur_before, self.blur_after = blur_before, blur_after
@@ -198,7 +199,7 @@ def evaluate(
     Batches go through the datamodule's batch transform (e.g. the resize), in eval mode.
     """
     if split not in ("test", "val"):
-        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+        raise OptionError(f"split must be 'test' or 'val', got {split!r}")
     datamodule.setup()
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     transform = datamodule.splits.batch_transform
@@ -229,7 +230,7 @@ def evaluate(
     finally:
         network.train(was_training)
     if count == 0:
-        raise ValueError(f"the {split} split is empty")
+        raise OptionError(f"the {split} split is empty")
     return {"acc": correct / count, "loss": loss_sum / count}
 
 

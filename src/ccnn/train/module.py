@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.train.optim import (
     OptimSettings,
     ScheduleSettings,
@@ -31,7 +32,7 @@ def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tens
     """``(x, y[, mask[, times]])`` → ``x, y, {"mask": ..., "times": ...}``."""
     x, y, *extra = batch
     if len(extra) > len(SEQUENCE_FIELDS):
-        raise ValueError(f"batches are (x, y[, mask[, times]]); got {2 + len(extra)} entries")
+        raise OptionError(f"batches are (x, y[, mask[, times]]); got {2 + len(extra)} entries")
     return x, y, dict(zip(SEQUENCE_FIELDS, extra))
 
 

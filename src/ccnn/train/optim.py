@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ccnn.errors import OptionError
 from ccnn.nn.conv import ContinuousConv
 from ccnn.nn.params import KERNEL_NET, MASK, OMEGA_0, parameter_groups
 
@@ -29,7 +30,7 @@ WEIGHT_DECAY_TYPES = ("published", "decoupled")
 SCHEDULERS = ("", "none", "cosine", "multistep", "exponential", "plateau")
 
 
-class OptimConfigError(ValueError):
+class OptimConfigError(OptionError):
     pass
 
 

@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+from ccnn.errors import OptionError
 from ccnn.files import FileIntegrityError, load_torch, write_json
 from ccnn.nn.batchnorm import to_global_batchnorm
 from ccnn.train.callbacks import (
@@ -35,7 +36,7 @@ warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
-class RunConfigError(ValueError):
+class RunConfigError(OptionError):
     """Invalid run settings; the message says how to fix them."""
 
 

@@ -51,6 +51,7 @@ from ccnn.data.imagefolder import (
     find_classes,
     normalize_batch,
 )
+from ccnn.errors import OptionError
 from ccnn.files import load_torch, save_torch, write_json
 from ccnn.models.scattering_net import ScatteringNet
 from ccnn.nn.batchnorm import to_global_batchnorm
@@ -115,32 +116,32 @@ class ScatteringTrainConfig:
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_CHOICES:
-            raise ValueError(f"dataset must be one of {DATASET_CHOICES}, got {self.dataset!r}")
+            raise OptionError(f"dataset must be one of {DATASET_CHOICES}, got {self.dataset!r}")
         if self.train_size is not None and self.train_size <= 0:
-            raise ValueError(f"train_size must be > 0, got {self.train_size}")
+            raise OptionError(f"train_size must be > 0, got {self.train_size}")
         if (
             self.train_size is not None
             and self.train_size > 1
             and self.train_size != int(self.train_size)
         ):
-            raise ValueError(f"train_size > 1 must be an integer count, got {self.train_size}")
+            raise OptionError(f"train_size > 1 must be an integer count, got {self.train_size}")
         if self.epochs < 1 or (self.lr_epochs < 1 and not self.joint):
-            raise ValueError(
+            raise OptionError(
                 f"--epochs and --lr-epochs (unless --joint) must be >= 1, got {self.epochs} and "
                 f"{self.lr_epochs}"
             )
         if self.global_batch_size < 1:
-            raise ValueError(f"--global-batch-size must be >= 1, got {self.global_batch_size}")
+            raise OptionError(f"--global-batch-size must be >= 1, got {self.global_batch_size}")
         for name in ("n_blocks", "L", "kernel_size", "patience"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
+                raise OptionError(f"{flag} must be >= 1, got {getattr(self, name)}")
         if self.kernel_size % 2 == 0:
-            raise ValueError(f"--kernel-size must be odd, got {self.kernel_size}")
+            raise OptionError(f"--kernel-size must be odd, got {self.kernel_size}")
         if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+            raise OptionError(f"--workers must be >= 0, got {self.workers}")
         if self.fuse not in ("auto", "on", "off"):
-            raise ValueError(f"fuse must be auto|on|off, got {self.fuse!r}")
+            raise OptionError(f"fuse must be auto|on|off, got {self.fuse!r}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -240,7 +241,7 @@ def stratified_subset(
     else:
         total = int(train_size)
         if total > n:
-            raise ValueError(f"train_size {total} exceeds the {n} training examples")
+            raise OptionError(f"train_size {total} exceeds the {n} training examples")
         exact = counts.double() * total / n
         take = exact.floor().long()
         order = torch.argsort(-(exact - take), stable=True)
@@ -273,7 +274,7 @@ def build_data(cfg: ScatteringTrainConfig) -> ScatteringData:
         num_classes = len(classes)
     else:
         if cfg.image_size not in (None, native):
-            raise ValueError(
+            raise OptionError(
                 f"--image-size only applies to imagenet or --fake-data ({cfg.dataset} is {native}²)"
             )
         import ccnn.data.vision  # noqa: F401  (registers CIFAR10/CIFAR100)
@@ -343,7 +344,7 @@ class _Trainer:
     def __init__(self, cfg: ScatteringTrainConfig, env: DistEnv):
         self.cfg, self.env = cfg, env
         if cfg.global_batch_size % env.world_size:
-            raise ValueError(
+            raise OptionError(
                 f"--global-batch-size {cfg.global_batch_size} is not divisible by WORLD_SIZE="
                 f"{env.world_size}"
             )
@@ -716,7 +717,7 @@ def _check_same_run(path: Path, saved: dict | None, cfg: ScatteringTrainConfig) 
     """``--resume`` continues the run in the checkpoint; changed settings are refused (they
     would be recorded in ``results.json`` without having run)."""
     if saved is None:
-        raise ValueError(
+        raise OptionError(
             f"checkpoint {path} records no settings (written before ccnn 0.2); it cannot be "
             "resumed safely — start a fresh run in a new --save-dir"
         )
@@ -727,7 +728,7 @@ def _check_same_run(path: Path, saved: dict | None, cfg: ScatteringTrainConfig) 
         if k not in RUN_NEUTRAL and saved.get(k) != now[k]
     ]
     if changed:
-        raise ValueError(
+        raise OptionError(
             f"--resume continues the run in {path.parent} but these settings changed: "
             f"{', '.join(changed)}; resume with the checkpoint's settings, or start a new run "
             "with another --save-dir"

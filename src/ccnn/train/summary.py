@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ccnn.errors import OptionError
+
 
 @dataclass
 class LayerRow:
@@ -48,7 +50,7 @@ def layer_summary(
     Shapes: the forward input is ``zeros(input_shape)`` (e.g. ``(b, c, h, w)``).
     """
     if depth < 1:
-        raise ValueError(f"summary depth must be >= 1, got {depth}")
+        raise OptionError(f"summary depth must be >= 1, got {depth}")
     if device is None:
         ref = next(iter(network.parameters()), None)
         device = ref.device if ref is not None else "cpu"

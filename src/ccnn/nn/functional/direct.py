@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ccnn.errors import OptionError
+
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
@@ -33,21 +35,23 @@ def same_padding(kernel_size: tuple[int, ...], causal: bool) -> list[int]:
 def check_conv_args(x: torch.Tensor, kernel: torch.Tensor, separable: bool, causal: bool) -> int:
     data_dim = kernel.dim() - 2
     if data_dim not in _CONV:
-        raise ValueError(
+        raise OptionError(
             f"kernel must be (c_out, c_in, *k) with 1-3 spatial dims, got {tuple(kernel.shape)}"
         )
     if x.dim() != kernel.dim():
-        raise ValueError(
+        raise OptionError(
             f"input must be (b, c, *spatial) with {data_dim} spatial dim(s) to match the kernel "
             f"{tuple(kernel.shape)}, got {tuple(x.shape)}"
         )
     expected_in = kernel.shape[0] if separable else kernel.shape[1]
     if x.shape[1] != expected_in:
-        raise ValueError(
+        raise OptionError(
             f"input has {x.shape[1]} channels, kernel {tuple(kernel.shape)} expects {expected_in}"
         )
     if causal and data_dim != 1:
-        raise ValueError(f"causal convolution is only defined for 1D data, got data_dim={data_dim}")
+        raise OptionError(
+            f"causal convolution is only defined for 1D data, got data_dim={data_dim}"
+        )
     return data_dim
 
 

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from ccnn.errors import OptionError
 from ccnn.nn.functional.direct import check_conv_args, same_padding
 
 __all__ = ["fft_conv", "next_fast_len", "fft_geometry"]
@@ -290,7 +291,7 @@ def fft_conv(
     """
     check_conv_args(x, kernel, separable, causal)
     if bias is not None and tuple(bias.shape) != (kernel.shape[0],):
-        raise ValueError(f"bias must have shape ({kernel.shape[0]},), got {tuple(bias.shape)}")
+        raise OptionError(f"bias must have shape ({kernel.shape[0]},), got {tuple(bias.shape)}")
     if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
+        raise OptionError(f"chunk_size must be a positive number of rows, got {chunk_size}")
     return _FFTConv.apply(x, kernel, bias, causal, separable, chunk_size)

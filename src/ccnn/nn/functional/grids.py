@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ccnn.errors import OptionError
+
 
 def parse_resolution_scale(
     scale: float | Sequence[float] | None, data_dim: int
@@ -20,5 +22,5 @@ def parse_resolution_scale(
         else (float(scale),) * data_dim
     )
     if len(scales) != data_dim or min(scales) <= 0:
-        raise ValueError(f"resolution scale must be > 0 for each of {data_dim} dims, got {scale}")
+        raise OptionError(f"resolution scale must be > 0 for each of {data_dim} dims, got {scale}")
     return None if all(s == 1.0 for s in scales) else scales
