@@ -161,6 +161,27 @@ def test_summed_and_together_on_a_hand_computed_example(target, method, expected
     assert reg(net).item() == pytest.approx(2 * expected, rel=1e-4)
 
 
+def test_layer_frequency_takes_the_two_maxima_separately():
+    """SPEC §3.3: f_l = max|W_l| / 2pi + s max gamma_l / 2pi, the maxima over units taken
+    separately (published broadcasting), not max over units of |W| + s gamma. Two units whose
+    largest |W| and largest gamma belong to different units tell the two apart."""
+    net = MAGNet(data_dim=2, out_channels=1, hidden_channels=2, num_layers=1, omega_0=1.0)
+    with torch.no_grad():
+        for linear, gamma in zip(net.filter_linears, net.gammas):
+            linear.weight.copy_(torch.tensor([[TWO_PI * 5.0, 0.0], [TWO_PI * 1.0, 0.0]]))
+            gamma.copy_(torch.tensor([[TWO_PI * 0.1, 0.0], [0.0, TWO_PI * 3.0]]))
+    want = 5.0 + 2.0 * 3.0  # per unit the bound would be max(5 + 0.2, 1 + 6) = 7
+    torch.testing.assert_close(
+        magnet_layer_frequencies(net).detach(), torch.tensor([want, want]), rtol=1e-6, atol=1e-5
+    )
+    torch.testing.assert_close(
+        magnet_layer_frequencies(net, per_dim=True).detach(),
+        torch.tensor([[5.0 + 2 * 0.1, 2 * 3.0]] * 2),
+        rtol=1e-6,
+        atol=1e-5,
+    )
+
+
 def test_nyquist_follows_the_grid_and_the_resolution():
     conv = _one_unit_flexconv(9)
     reg = AntiAliasingRegularizer(target="gabor", method="summed")

@@ -256,7 +256,18 @@ def test_weight_decay_is_the_norm_of_the_sampled_kernels():
     net.train()
     net(torch.randn(2, 3, 32, 32))
     value = kernel_l2_norm(net)
-    assert value > 0 and value.requires_grad
+    srf = [m for m in net.modules() if type(m).__name__ == "SRFConv"]
+    assert len(srf) == 15 and value.requires_grad
+    # exactly the sum of the 15 sampled SRF kernels' norms, computed here from each layer's
+    # basis and coefficients (not the kernel the layer kept)
+    with torch.no_grad():
+        want = sum(torch.einsum("oin,n...->oi...", m.weight, m.basis()).norm() for m in srf)
+        shortcuts = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert [m.kernel_size for m in shortcuts] == [(1, 1), (1, 1)]
+        for m in shortcuts:  # 1x1 shortcuts are not kernels: changing them changes nothing
+            m.weight.mul_(3.0)
+    assert value.item() == pytest.approx(want.item(), rel=1e-5)
+    assert kernel_l2_norm(net).item() == pytest.approx(value.item(), rel=1e-6)
     cfg, _, _ = built("crossres_cifar10_flexnet7_reg_gabor_mask")
     names = [name for name, _, _ in loss_terms(cfg)]
     assert names == ["aliasing"] and loss_terms(cfg)[0][1] == pytest.approx(0.1)

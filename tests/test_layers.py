@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 
 import pytest
 import torch
@@ -326,10 +327,20 @@ def test_magnet_initialisations_follow_their_flavour():
     assert all(torch.equal(f.bias, torch.zeros_like(f.bias)) for f in ccnn.filter_linears)
     assert all(torch.equal(h.bias, torch.ones_like(h.bias)) for h in ccnn.hidden_linears)
     assert max(f.bias.abs().max() for f in flex.filter_linears) > 0.5  # phases ~ U(-pi, pi)
-    # CCNN flavour: frequencies scale with omega_0
-    assert (
-        ccnn.filter_linears[0].weight.abs().mean() > 10 * flex.filter_linears[0].weight.abs().mean()
-    )
+    # CCNN flavour (SPEC: W_l = default init x 2 pi omega_0 gamma_l in EVERY filter layer):
+    # W_l / (2 pi omega_0 gamma_l) is the default Linear init, U(-1/sqrt(d), 1/sqrt(d)) —
+    # filling that range (a missing 2 pi, gamma or later-layer omega_0 would not)
+    for d in (1, 2):
+        torch.manual_seed(d)
+        net = build_kernel_net(
+            "MAGNet", data_dim=d, out_channels=3, hidden_channels=256, num_layers=3, omega_0=50.0
+        )
+        assert len(net.filter_linears) == 4
+        for linear, gamma in zip(net.filter_linears, net.gammas):
+            base = linear.weight.detach() / (2 * math.pi * 50.0 * gamma.detach())
+            assert base.abs().max() <= 1 / math.sqrt(d) + 1e-6
+            assert base.abs().max() > 0.95 / math.sqrt(d)
+            assert base.abs().mean() == pytest.approx(0.5 / math.sqrt(d), rel=0.1)
     causal = build_kernel_net(
         "MAGNet", data_dim=1, out_channels=1, omega_0=5.0, causal=True, init_spatial_value=0.125
     )

@@ -211,14 +211,20 @@ def test_neighbourhood_is_computed_once_per_forward(monkeypatch):
 
 
 def test_residual_is_x_plus_f_x():
-    net = small_net().eval()
+    """Block output = x + f(x) with f the block's own branch computed here from its parts (the
+    published code returned 2 f(x); returning only x or only f(x) fails too)."""
+    torch.manual_seed(0)
+    net = small_net().double().eval()
     block = net.blocks[0]
+    h = torch.randn(2, 8, 16, dtype=torch.float64)
+    nb = build_neighbourhood(torch.rand(2, 3, 16, dtype=torch.float64), 6)
     with torch.no_grad():
-        block.linear.weight.zero_()
-        block.linear.bias.zero_()  # f(x) = GELU(0) = 0
-    h = torch.randn(2, 8, 16)
-    nb = build_neighbourhood(torch.rand(2, 3, 16), 6)
-    torch.testing.assert_close(block(h, nb), h)
+        inner = block.norm(h) if block.prenorm else h
+        f = block.act2(block.linear(block.act1(block.conv(inner, nb))))
+        want = h + f if block.prenorm else block.norm(h + f)
+        got = block(h, nb)
+    assert f.abs().mean() > 0.05 * h.abs().mean()  # the branch matters
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_network_trains_one_step_and_handles_fewer_points_than_k():

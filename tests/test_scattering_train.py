@@ -330,7 +330,6 @@ def test_torchrun_two_processes_match_one(tmp_path, image_tree):
 # CIFAR through the shared dataset registry (tiny pickle fixture)
 # ---------------------------------------------------------------------------------------
 def test_cifar10_through_registry(tmp_path):
-    pytest.importorskip("ccnn.data.vision")
     from data_fixtures import write_cifar10
 
     write_cifar10(tmp_path / "data", per_batch=8, n_test=10)

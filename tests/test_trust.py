@@ -382,3 +382,22 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
         assert torch.allclose(a[k].double(), b[k].double(), atol=1e-5, rtol=0), k
     ckpt = lambda run: torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # noqa: E731
     assert ckpt(tmp_path / "one")["global_step"] == ckpt(tmp_path / "two")["global_step"] == 12
+
+
+# -- a trained model back from its run directory -----------------------------------------------
+
+
+@pytest.mark.parametrize("script", list(APPS))
+def test_load_run_reproduces_the_reported_test_accuracy(script, tmp_path):
+    import ccnn
+
+    proc = app(script, tmp_path, "train.epochs=2")
+    assert proc.returncode == 0, proc.stderr
+    run = ccnn.load_run(tmp_path)
+    reported = read_json(tmp_path / "results.json")
+    assert run.app == script and not run.model.training
+    assert run.checkpoint.name == "best.ckpt"
+    assert run.evaluate("test") == reported["test"]
+    assert run.evaluate("val") == reported["val"]
+    x, y = next(iter(run.datamodule().test_dataloader()))[:2]
+    assert run.logits(x).shape == (len(x), run.meta.num_classes)

@@ -5,7 +5,8 @@ Layers (``ccnn.nn``): CKConv, FlexConv and their separable variants with continu
 cropping, fast N-D FFT convolution, and a resolution API. Models (``ccnn.models``): CCNN and
 the paper variants. Apps: ``main.py`` (CCNN), ``run_experiment.py``/``run_crossres.py``
 (FlexConv), ``train.py`` (learnable scattering). ``ccnn.TimeSeriesClassifier`` classifies series
-given as arrays (unequal lengths, missing values, timestamps) with the UEA preset.
+given as arrays (unequal lengths, missing values, timestamps) with the UEA preset;
+``ccnn.load_run(run_dir)`` returns a trained model from an app's run directory.
 """
 
 from ccnn.models import CCNN, create_model, list_models
@@ -29,6 +30,10 @@ def __getattr__(name: str):
         from ccnn.apps.timeseries import TimeSeriesClassifier
 
         return TimeSeriesClassifier
+    if name in ("load_run", "Run"):
+        from ccnn.apps import runs
+
+        return getattr(runs, name)
     raise AttributeError(f"module 'ccnn' has no attribute {name!r}")
 
 
@@ -37,6 +42,7 @@ __all__ = [
     "CKConv",
     "Conv",
     "FlexConv",
+    "Run",
     "SeparableCKConv",
     "SeparableConv",
     "SeparableFlexConv",
@@ -45,5 +51,6 @@ __all__ = [
     "at_resolution",
     "create_model",
     "list_models",
+    "load_run",
     "set_resolution",
 ]

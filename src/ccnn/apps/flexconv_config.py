@@ -39,7 +39,7 @@ from torch import nn
 from ccnn.apps.common import ConfigError
 from ccnn.data.base import DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
-from ccnn.nn.conv import CONVS, ContinuousConv, DiscreteConv
+from ccnn.nn.conv import CONVS, DiscreteConv
 from ccnn.nn.kernels import KERNELS
 from ccnn.nn.masks import MASKS, GaussianMask
 from ccnn.train.optim import OptimSettings, ScheduleSettings
@@ -733,20 +733,16 @@ def build_network(cfg: DictConfig, meta: DatasetMeta) -> nn.Module:
 
 
 def kernel_l2_norm(network: nn.Module) -> torch.Tensor:
-    """FlexConv's weight decay: ``sum ||K||_2`` (unsquared) over the convolution kernels of the
-    last training forward — sampled continuous kernels, discrete conv weights, SRF kernels."""
+    """FlexConv's weight decay: ``sum ||K||_2`` (unsquared) over the spatial convolution kernels
+    of the last training forward — sampled continuous kernels, SRF kernels, discrete conv
+    weights wider than 1. Pointwise (1×1) convolutions — shortcuts, channel mixers — are not
+    kernels in this sense and are left out."""
     total: torch.Tensor | None = None
     for module in network.modules():
-        kernel = None
-        if isinstance(module, ContinuousConv):
-            kernel = module.last_kernel
-        elif isinstance(module, DiscreteConv | nn.Conv1d | nn.Conv2d | nn.Conv3d):
-            kernel = module.weight
-        elif hasattr(module, "last_kernel") and torch.is_tensor(
-            getattr(module, "last_kernel", None)
-        ):
-            kernel = module.last_kernel
-        if kernel is not None:
+        kernel = getattr(module, "last_kernel", None)
+        if kernel is None and isinstance(module, DiscreteConv | nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            kernel = module.weight if module.weight[0, 0].numel() > 1 else None
+        if torch.is_tensor(kernel):
             total = kernel.norm() if total is None else total + kernel.norm()
     return total if total is not None else torch.zeros(())
 

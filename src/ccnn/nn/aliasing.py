@@ -10,11 +10,12 @@ Frequencies are in cycles per unit of the kernel coordinate x; kernels live on `
   ``gamma_d / (2 pi)``. Taking ``s`` standard deviations (``gauss_stddevs``) as its extent, layer
   l of a MAGNet reaches at most (per dim, and over dims)::
 
-      f_l = max_{i, d} (|W_{l,i,d}| + s |gamma_{l,i,d}|) / (2 pi)
+      f_l = max_{i, d} |W_{l,i,d}| / (2 pi) + s max_{i, d} |gamma_{l,i,d}| / (2 pi)
 
   (isotropic ``Gabor`` kernels, ``exp(-1/2 gamma |x - mu|^2)``, spread with ``sqrt(gamma)``).
-  This is the published implementation: the maximum over units of the sum, which is at most the
-  looser ``max|W_l| / (2 pi) + s max gamma_l / (2 pi)``.
+  This is the published implementation (SPEC §3.3): its broadcasting takes the two maxima
+  separately, a looser bound than the maximum over units of ``|W| + s gamma``; we keep it so
+  the paper's regularisation strength is reproduced.
 * Products of filters add frequencies, so the MAGNet output stays below ``sum_l f_l``
   (Fathony et al., 2021); the Gaussian mask ``exp(-1/2 sum_d (x_d - mu_d)^2 / sigma_d^2)`` adds
   ``f_mask = s max_d (1 / sigma_d) / (2 pi)``.
@@ -67,7 +68,8 @@ def magnet_layer_frequencies(
 ) -> torch.Tensor:
     """Maximum frequency of each Gabor layer of a MAGNet/Gabor kernel net (differentiable).
 
-    ``f_l = max_{i,d} (|W_{l,i,d}| + s gamma_{l,i,d}) / (2 pi)``; ``per_dim`` keeps d.
+    ``f_l = (max_{i,d} |W_{l,i,d}| + s max_{i,d} gamma_{l,i,d}) / (2 pi)`` (the two maxima
+    taken separately, as published); ``per_dim`` keeps d.
 
     Shapes: ``-> (L + 1,)`` or ``(L + 1, d)`` with ``per_dim``.
     """
@@ -78,8 +80,11 @@ def magnet_layer_frequencies(
         )
     freqs = []
     for linear, width in zip(kernel_net.filter_linears, _envelope_widths(kernel_net)):
-        combined = (linear.weight.abs() + gauss_stddevs * width) / (2 * math.pi)  # (h, d)
-        freqs.append(combined.amax(dim=0) if per_dim else combined.max())
+        w, g = linear.weight.abs(), width.abs()  # (h, d), (h, d) or (h, 1)
+        if per_dim:
+            freqs.append((w.amax(dim=0) + gauss_stddevs * g.amax(dim=0)) / (2 * math.pi))
+        else:
+            freqs.append((w.max() + gauss_stddevs * g.max()) / (2 * math.pi))
     return torch.stack(freqs)
 
 
