@@ -405,3 +405,19 @@ def test_only_the_projects_user_errors_become_one_line():
         with pytest.raises(SystemExit) as exit_:
             report_errors(user)()
         assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize("value, want", [("true", True), ("false", False), ("auto", None)])
+def test_use_fft_keeps_its_published_meaning(value, want):
+    """conv.use_fft=true forces FFT in every conv, false forces direct; auto is the cost rule."""
+    from ccnn.nn import ContinuousConv
+
+    cfg = compose(["experiment=digits", f"conv.use_fft={value}"])
+    net = build_network(cfg, build_datamodule(cfg).meta)
+    convs = [m for m in net.modules() if isinstance(m, ContinuousConv)]
+    assert convs and all(m.use_fft is want for m in convs)
+
+
+def test_use_fft_rejects_other_values():
+    with pytest.raises(ValueError, match="conv.use_fft must be true, false or auto"):
+        run(compose(["conv.use_fft=sometimes", "device=cpu"]), run_dir="unused")

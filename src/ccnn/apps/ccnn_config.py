@@ -19,7 +19,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from ccnn.apps.common import ConfigError
+from ccnn.apps.common import ConfigError, fft_choice
 from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.models.ccnn import CCNN
@@ -90,7 +90,7 @@ class MaskConfig:
 class ConvConfig:
     type: str = ""
     causal: bool = False
-    use_fft: bool = False
+    use_fft: Any = "auto"  # published key: true forces FFT, false direct; ours: auto (by cost)
     bias: bool = True
     padding: str = "same"
     stride: int = 1
@@ -270,6 +270,7 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.net.no_hidden > 0, f"net.no_hidden must be > 0, got {cfg.net.no_hidden}")
     _require(cfg.net.no_blocks >= 0, f"net.no_blocks must be >= 0, got {cfg.net.no_blocks}")
     _require(cfg.train.batch_size > 0, f"train.batch_size must be > 0, got {cfg.train.batch_size}")
+    fft_choice(cfg.conv.use_fft)  # true, false or auto
     _require(
         cfg.train.nonfinite_patience >= -1,
         "train.nonfinite_patience must be >= 0 (bad steps skipped before stopping) or -1 "
@@ -417,8 +418,7 @@ def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
         size = int(size)
     kwargs: dict[str, Any] = {
         "causal": c.causal,
-        # published: FFT only when use_fft AND the kernel is large -> our cost-based choice
-        "use_fft": None if c.use_fft else False,
+        "use_fft": fft_choice(c.use_fft),
         "bias": c.bias,
     }
     if c.type in ("Conv", "SeparableConv"):

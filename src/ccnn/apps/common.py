@@ -64,6 +64,20 @@ EXIT_DIVERGED = 3
 """Exit code for a run stopped at a non-finite training loss."""
 
 
+FFT_CHOICES = {True: True, False: False, "auto": None}
+"""``conv.use_fft``: an explicit choice is honoured (true: FFT, false: direct); ``auto`` picks by
+the measured cost rule (:func:`ccnn.nn.functional.conv_nd`)."""
+
+
+def fft_choice(value: Any) -> bool | None:
+    """``conv.use_fft`` → the layers' ``use_fft`` argument (True, False or None for auto)."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if isinstance(value, bool) or value == "auto":
+        return FFT_CHOICES[value]
+    raise ConfigError(f"conv.use_fft must be true, false or auto, got {value!r}")
+
+
 def check_experiment(args: Iterable[str], package: str) -> None:
     """An ``experiment=<name>`` that is not a file in ``<package>/experiment`` is an error
     naming the closest experiments (Hydra's own message would blame a missing key instead)."""

@@ -36,7 +36,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ccnn.apps.common import ConfigError
+from ccnn.apps.common import ConfigError, fft_choice
 from ccnn.data.base import DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.nn.conv import CONVS, DiscreteConv
@@ -102,7 +102,7 @@ class KernelConfig:
 @dataclass
 class ConvConfig:
     type: str = ""
-    use_fft: bool = False
+    use_fft: Any = "auto"  # published key: true forces FFT, false direct; ours: auto (by cost)
     bias: bool = True
     padding: str = "same"
     stride: int = 1
@@ -323,6 +323,7 @@ def validate(cfg: DictConfig, crossres: bool = False) -> None:
         "start the run again without train.resume",
     )
     _require(t.batch_size > 0, f"train.batch_size must be > 0, got {t.batch_size}")
+    fft_choice(cfg.conv.use_fft)  # true, false or auto
     _require(
         cfg.train.nonfinite_patience >= -1,
         "train.nonfinite_patience must be >= 0 (bad steps skipped before stopping) or -1 "
@@ -653,8 +654,7 @@ def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
     conv_type = effective_conv_type(cfg)
     causal = meta.data_dim == 1
     size = resolve_horizon(c.horizon, meta)
-    # published: FFT only when conv.use_fft AND the kernel is large -> our cost-based choice
-    use_fft = None if c.use_fft else False
+    use_fft = fft_choice(c.use_fft)
     if conv_type == "SRF":
         return {
             "order": 3,
