@@ -307,6 +307,13 @@ def test_invalid_constructions_raise_clear_errors():
         Conv(2, 2, 2, kernel_size=4)
     with pytest.raises(ValueError, match="Unknown option"):
         build_kernel_net("MAGNet", data_dim=1, out_channels=2, hiden_channels=3)
+    # each type takes only its own options; init-specific ones are checked too
+    with pytest.raises(ValueError, match=r"\['omega_0'\] for kernel type 'MLP'; its options"):
+        build_kernel_net("MLP", data_dim=1, out_channels=2, omega_0=3.0)
+    with pytest.raises(ValueError, match="init='ccnn' .* does not use input_scale"):
+        build_kernel_net("MAGNet", data_dim=1, out_channels=2, input_scale=3.0)
+    with pytest.raises(ValueError, match="init='flexconv' .* does not use omega_0"):
+        build_kernel_net("MAGNet", data_dim=1, out_channels=2, init="flexconv", omega_0=3.0)
     Conv(2, 2, 1, kernel_size=4, causal=True)  # even causal kernels are fine
 
 
@@ -351,7 +358,8 @@ def test_magnet_initialisations_follow_their_flavour():
 @pytest.mark.parametrize("data_dim", [2, 3])
 def test_gabor_envelope_fast_path_equals_reference(kernel_type, data_dim):
     torch.manual_seed(0)
-    net = build_kernel_net(kernel_type, data_dim=data_dim, out_channels=3, omega_0=20.0).double()
+    scale = {"omega_0": 20.0} if kernel_type == "MAGNet" else {"input_scale": 20.0}
+    net = build_kernel_net(kernel_type, data_dim=data_dim, out_channels=3, **scale).double()
     x = torch.rand(200, data_dim, dtype=torch.float64) * 2 - 1
     for l in range(len(net.filter_linears)):
         torch.testing.assert_close(

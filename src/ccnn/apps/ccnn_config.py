@@ -19,13 +19,13 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from ccnn.apps.common import ConfigError, fft_choice
+from ccnn.apps.common import ConfigError, fft_choice, select_options
 from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.models.ccnn import CCNN
 from ccnn.models.pointcloud import PointCCNN
 from ccnn.nn.conv import CONVS, continuous_convs
-from ccnn.nn.kernels import KERNELS
+from ccnn.nn.kernels import KERNELS, kernel_options
 from ccnn.nn.masks import MASKS
 from ccnn.train.optim import OptimSettings, ScheduleSettings
 from ccnn.train.runner import TrainerSettings
@@ -386,6 +386,7 @@ def kernel_kwargs(cfg: DictConfig, meta: DatasetMeta | None = None) -> dict[str,
     grid for series of any length.
     """
     k = cfg.kernel
+    default = KernelConfig()
     omega_0 = k.omega_0
     if k.omega_0_per_length > 0:
         if meta is None or meta.data_type == "pointcloud":
@@ -394,20 +395,33 @@ def kernel_kwargs(cfg: DictConfig, meta: DatasetMeta | None = None) -> dict[str,
                 "set kernel.omega_0 instead"
             )
         omega_0 = k.omega_0_per_length * max(meta.input_shape[1:])
-    kwargs: dict[str, Any] = {
-        "hidden_channels": k.no_hidden,
-        "num_layers": k.no_layers,
-        "omega_0": omega_0,
-        "bias": k.bias,
+    mlp_activation = k.nonlinearity if k.nonlinearity != "Identity" else "ReLU"
+    wanted: dict[str, tuple[str | None, Any, bool]] = {
+        "hidden_channels": ("kernel.no_hidden", k.no_hidden, True),
+        "num_layers": ("kernel.no_layers", k.no_layers, True),
+        "omega_0": ("kernel.omega_0", omega_0, True),
+        "bias": ("kernel.bias", k.bias, k.bias != default.bias),
+        "activation": (
+            "kernel.nonlinearity",
+            mlp_activation,
+            k.nonlinearity != default.nonlinearity,
+        ),
+        "norm": ("kernel.norm", "" if k.norm == "Identity" else k.norm, k.norm != default.norm),
     }
+    if k.omega_0 == default.omega_0 and k.omega_0_per_length <= 0:
+        wanted["omega_0"] = ("kernel.omega_0", omega_0, False)
     if k.input_scale > 0:
-        kwargs["input_scale"] = k.input_scale
-    if k.init_spatial_value != 1.0:
-        kwargs["init_spatial_value"] = k.init_spatial_value
-    if k.type == "MLP":
-        kwargs["activation"] = k.nonlinearity if k.nonlinearity != "Identity" else "ReLU"
-        kwargs["norm"] = "" if k.norm == "Identity" else k.norm
-    return kwargs
+        wanted["input_scale"] = ("kernel.input_scale", k.input_scale, True)
+    if k.init_spatial_value != default.init_spatial_value:
+        wanted["init_spatial_value"] = ("kernel.init_spatial_value", k.init_spatial_value, True)
+    accepted = set(kernel_options(k.type))
+    if k.type in ("MAGNet", "Gabor"):
+        # the CCNN app initialises Gabor nets the CCNN way: frequencies from omega_0
+        accepted.discard("input_scale")
+        if "omega_0" in wanted:  # MAGNet/Gabor need it; the layer says so when it is 0
+            wanted["omega_0"] = ("kernel.omega_0", omega_0, True)
+        wanted["init"] = (None, "ccnn", False)
+    return select_options("kernel.type", k.type, accepted, wanted)
 
 
 def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, get_type_hints
 
@@ -62,6 +63,41 @@ EXIT_USER_ERROR = 2
 """Exit code for bad settings, bad or untrusted files: one line on stderr, nothing overwritten."""
 EXIT_DIVERGED = 3
 """Exit code for a run stopped at a non-finite training loss."""
+
+
+def select_options(
+    kind: str,
+    type_name: str,
+    accepted: Iterable[str],
+    wanted: dict[str, tuple[str | None, Any, bool]],
+    compatibility: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The arguments of ``wanted`` that component ``kind=type_name`` takes.
+
+    ``wanted`` maps an argument to ``(config key, value, set by the user)``. An argument the
+    type does not take is dropped when the user left its key at the default, and otherwise
+    rejected naming the key, the type and the options it takes — unless the key is in
+    ``compatibility`` (published commands set it although it does nothing): then a warning
+    says it is ignored, and why.
+    """
+    accepted = set(accepted)
+    out: dict[str, Any] = {}
+    for arg, (key, value, explicit) in wanted.items():
+        if arg in accepted:
+            out[arg] = value
+        elif explicit and key is not None:
+            if key in (compatibility or {}):
+                warnings.warn(
+                    f"{key}={value} is ignored with {kind}={type_name} "
+                    f"({compatibility[key]}; accepted only for compatibility)",
+                    stacklevel=2,
+                )
+                continue
+            raise ConfigError(
+                f"{key}={value} is not used by {kind}={type_name}, which takes "
+                f"{sorted(accepted)}; remove {key} (or choose a {kind} that uses it)"
+            )
+    return out
 
 
 FFT_CHOICES = {True: True, False: False, "auto": None}

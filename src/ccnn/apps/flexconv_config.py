@@ -36,11 +36,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ccnn.apps.common import ConfigError, fft_choice
+from ccnn.apps.common import ConfigError, fft_choice, select_options
 from ccnn.data.base import DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.nn.conv import CONVS, DiscreteConv
-from ccnn.nn.kernels import KERNELS
+from ccnn.nn.kernels import KERNELS, kernel_options
 from ccnn.nn.masks import MASKS, GaussianMask
 from ccnn.train.optim import OptimSettings, ScheduleSettings
 from ccnn.train.runner import TrainerSettings
@@ -665,22 +665,34 @@ def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
         }
     if conv_type in DISCRETE_CONVS:
         return {"kernel_size": size, "causal": causal, "use_fft": use_fft, "bias": c.bias}
-    kernel_kwargs: dict[str, Any] = {
-        "hidden_channels": k.no_hidden,
-        "num_layers": k.no_layers,
-        "omega_0": k.omega_0,
-        "input_scale": k.input_scale,
-        "init": "flexconv",
-        "learn_omega_0": k.learn_omega_0,
-        "bias": True,
+    default = KernelConfig()
+    wanted: dict[str, tuple[str | None, Any, bool]] = {
+        "hidden_channels": ("kernel.no_hidden", k.no_hidden, True),
+        "num_layers": ("kernel.no_layers", k.no_layers, True),
+        "omega_0": ("kernel.omega_0", k.omega_0, k.omega_0 != default.omega_0),
+        "input_scale": ("kernel.input_scale", k.input_scale, k.input_scale != default.input_scale),
+        "learn_omega_0": ("kernel.learn_omega_0", k.learn_omega_0, k.learn_omega_0),
+        "activation": (
+            "kernel.activ_function",
+            k.activ_function or "ReLU",
+            k.activ_function != default.activ_function,
+        ),
+        "norm": (
+            "kernel.norm",
+            "" if k.norm in ("", "Identity") else k.norm,
+            k.norm not in ("", "Identity"),
+        ),
+        "init": (None, "flexconv", False),
+        "bias": (None, True, False),
     }
-    if k.type == "SIREN":
-        kernel_kwargs.pop("init")
-    if k.type in ("MLP", "RFNet"):
-        kernel_kwargs["activation"] = k.activ_function or "ReLU"
-        kernel_kwargs["norm"] = "" if k.norm in ("", "Identity") else k.norm
-    if conv_type not in MASKED_CONVS and k.init_spatial_value != 1.0:
-        kernel_kwargs["init_spatial_value"] = k.init_spatial_value
+    if k.type == "SIREN":  # SIREN needs omega_0 (published default there: 30 via the command)
+        wanted["omega_0"] = ("kernel.omega_0", k.omega_0, True)
+    if conv_type not in MASKED_CONVS and k.init_spatial_value != default.init_spatial_value:
+        wanted["init_spatial_value"] = ("kernel.init_spatial_value", k.init_spatial_value, True)
+    accepted = set(kernel_options(k.type))
+    if k.type in ("MAGNet", "Gabor"):
+        accepted.discard("omega_0")  # FlexConv's initialisation: frequencies from input_scale
+    kernel_kwargs = select_options("kernel.type", k.type, accepted, wanted)
     kwargs: dict[str, Any] = {
         "kernel_type": k.type,
         "kernel_kwargs": kernel_kwargs,

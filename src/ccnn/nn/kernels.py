@@ -47,33 +47,42 @@ KERNELS: Registry = Registry("kernel type")
 MAGNET_INITS = ("ccnn", "flexconv")
 
 
-KERNEL_OPTIONS = frozenset(
-    {
-        "hidden_channels",
-        "num_layers",
-        "omega_0",
-        "input_scale",
-        "init",
-        "bias",
-        "causal",
-        "init_spatial_value",
-        "alpha",
-        "beta",
-        "learn_omega_0",
-        "activation",
-        "norm",
-    }
-)
-"""Options every kernel network accepts; each uses the ones that apply to it."""
+CONTEXT_OPTIONS = frozenset({"causal", "init_spatial_value"})
+"""Options a conv layer hands to whatever kernel it builds (causality, the mask's initial
+extent); kernel types that have no use for them do not receive them."""
 
 
-def check_kernel_options(kernel_type: str, options: dict) -> None:
-    unknown = set(options) - KERNEL_OPTIONS
+def kernel_options(kernel_type: str | type) -> tuple[str, ...]:
+    """The options a kernel type takes (its constructor's keyword arguments)."""
+    import inspect
+
+    names: list[str] = []
+    for cls in KERNELS.get(kernel_type).__mro__:  # follow **kwargs to the base classes
+        if "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(cls.__init__).parameters.values()
+        names += [
+            p.name
+            for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in ("self", "data_dim", "out_channels", *names)
+        ]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return tuple(names)
+
+
+def check_kernel_options(kernel_type: str | type, options: dict) -> dict:
+    """``options`` without the context options the type does not take; any other option it
+    does not take is an error naming the type and its options."""
+    accepted = set(kernel_options(kernel_type))
+    unknown = sorted(set(options) - accepted - CONTEXT_OPTIONS)
     if unknown:
+        name = kernel_type if isinstance(kernel_type, str) else kernel_type.__name__
         raise OptionError(
-            f"Unknown option(s) {sorted(unknown)} for kernel type '{kernel_type}'; "
-            f"supported options: {sorted(KERNEL_OPTIONS)}"
+            f"Unknown option(s) {unknown} for kernel type '{name}'; its options: {sorted(accepted)}"
         )
+    return {k: v for k, v in options.items() if k in accepted}
 
 
 class KernelNet(nn.Module):
@@ -135,6 +144,8 @@ class _MultiplicativeFilterNet(KernelNet):
         return self.output_linear(h)
 
 
+DEFAULT_INPUT_SCALE = 25.6
+"""MAGNet/Gabor/Fourier ``input_scale`` with the FlexConv initialisation (the published value)."""
 DEFAULT_OMEGA_0 = 100.0
 """MAGNet/Gabor ω0 when a layer is built without one (the digits main job's value, for inputs of
 about 64–256 steps per dimension). The paper commands set ``kernel.omega_0`` per dataset; for
@@ -152,19 +163,31 @@ class _GaborNet(_MultiplicativeFilterNet):
         out_channels: int,
         hidden_channels: int = 32,
         num_layers: int = 3,
-        omega_0: float = DEFAULT_OMEGA_0,
-        input_scale: float = 25.6,
+        omega_0: float | None = None,
+        input_scale: float | None = None,
         init: str = "ccnn",
         bias: bool = True,
         causal: bool = False,
         init_spatial_value: float = 1.0,
         alpha: float = 6.0,
         beta: float = 1.0,
-        **_: object,
     ):
         super().__init__(data_dim, out_channels, hidden_channels, num_layers, bias)
         if init not in MAGNET_INITS:
             raise OptionError(f"Unknown MAGNet init '{init}'; supported: {list(MAGNET_INITS)}")
+        name = type(self).__name__
+        if init == "ccnn" and input_scale is not None:
+            raise OptionError(
+                f"{name} with init='ccnn' scales its frequencies with omega_0 and does not use "
+                "input_scale; drop input_scale or use init='flexconv'"
+            )
+        if init == "flexconv" and omega_0 is not None:
+            raise OptionError(
+                f"{name} with init='flexconv' scales its frequencies with input_scale and does "
+                "not use omega_0; drop omega_0 or use init='ccnn'"
+            )
+        omega_0 = DEFAULT_OMEGA_0 if omega_0 is None else omega_0
+        input_scale = DEFAULT_INPUT_SCALE if input_scale is None else input_scale
         self.init, self.omega_0, self.input_scale = init, omega_0, input_scale
         g_dim = data_dim if self.anisotropic else 1
         self.gammas = nn.ParameterList()
@@ -267,7 +290,6 @@ class FourierMFN(_MultiplicativeFilterNet):
         num_layers: int = 3,
         input_scale: float = 25.6,
         bias: bool = True,
-        **_: object,
     ):
         super().__init__(data_dim, out_channels, hidden_channels, num_layers, bias)
         with torch.no_grad():
@@ -295,7 +317,6 @@ class SIREN(KernelNet):
         omega_0: float = 30.0,
         learn_omega_0: bool = False,
         bias: bool = True,
-        **_: object,
     ):
         super().__init__(data_dim, out_channels, hidden_channels, max(num_layers, 2))
         if omega_0 <= 0:
@@ -348,7 +369,6 @@ class MLPKernel(KernelNet):
         activation: str = "ReLU",
         norm: str = "",
         bias: bool = True,
-        **_: object,
     ):
         super().__init__(data_dim, out_channels, hidden_channels, max(num_layers, 2))
         dims = [data_dim] + [hidden_channels] * (self.num_layers - 1)
@@ -375,7 +395,6 @@ class RFNet(KernelNet):
         activation: str = "ReLU",
         norm: str = "",
         bias: bool = True,
-        **_: object,
     ):
         super().__init__(data_dim, out_channels, hidden_channels, num_layers)
         if hidden_channels % 2:
@@ -400,5 +419,5 @@ def build_kernel_net(
 
     Unknown type names raise a KeyError listing the known ones; unknown options a ValueError.
     """
-    check_kernel_options(str(kernel_type), options)
+    options = check_kernel_options(kernel_type, options)
     return KERNELS.build(kernel_type, data_dim=data_dim, out_channels=out_channels, **options)
