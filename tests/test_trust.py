@@ -401,3 +401,88 @@ def test_load_run_reproduces_the_reported_test_accuracy(script, tmp_path):
     assert run.evaluate("val") == reported["val"]
     x, y = next(iter(run.datamodule().test_dataloader()))[:2]
     assert run.logits(x).shape == (len(x), run.meta.num_classes)
+
+
+# -- published keys that do nothing here -------------------------------------------------------
+
+
+def _other_value(default):
+    if isinstance(default, bool):
+        return str(not default).lower()
+    if isinstance(default, int | float):
+        return str(default + 7)
+    return "other"
+
+
+def _unused_key_cases():
+    from omegaconf import OmegaConf
+
+    from ccnn.apps import ccnn_config, flexconv_config
+
+    for mod, schema, appname in (
+        (ccnn_config, ccnn_config.CCNNConfig, "ccnn"),
+        (flexconv_config, flexconv_config.FlexConvConfig, "flexconv"),
+    ):
+        defaults = OmegaConf.structured(schema)
+        for table, kind in ((mod.UNUSED_KEYS, "error"), (mod.COMPATIBILITY_KEYS, "warning")):
+            for key in table:
+                yield appname, key, _other_value(OmegaConf.select(defaults, key)), kind
+
+
+@pytest.mark.parametrize("appname, key, value, kind", list(_unused_key_cases()))
+def test_published_keys_that_do_nothing_are_rejected_or_warned(appname, key, value, kind):
+    import warnings
+
+    from ccnn.apps import ccnn_config, ccnn_main, flexconv_config, flexconv_main
+
+    compose = ccnn_main.compose if appname == "ccnn" else flexconv_main.compose
+    validate = ccnn_config.validate if appname == "ccnn" else flexconv_config.validate
+    cfg = compose([f"{key}={value}"])
+    if kind == "error":
+        with pytest.raises(ValueError, match=f"{key}=.* does nothing in ccnn"):
+            validate(cfg)
+    else:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            validate(cfg)
+        assert any(
+            "accepted for compatibility" in str(w.message) and key in str(w.message) for w in seen
+        )
+
+
+def test_omega_0_lr_factor_needs_a_learnable_omega_0():
+    from ccnn.apps.flexconv_config import validate
+    from ccnn.apps.flexconv_main import compose
+
+    with pytest.raises(ValueError, match="needs a learnable omega_0"):
+        validate(compose(["train.omega_0_lr_factor=0.5"]))
+
+
+@pytest.mark.parametrize(
+    "appname, args, message",
+    [
+        (
+            "ccnn",
+            ["kernel.norm=BatchNorm"],
+            "kernel.norm=BatchNorm is not used by kernel.type=MAGNet",
+        ),
+        ("ccnn", ["kernel.nonlinearity=ReLU"], "kernel.nonlinearity=ReLU is not used by"),
+        ("ccnn", ["kernel.input_scale=3.0"], "kernel.input_scale=3.0 is not used by"),
+        ("ccnn", ["kernel.type=MLP", "kernel.omega_0=5"], "kernel.omega_0=5.0 is not used by"),
+        ("flexconv", ["kernel.learn_omega_0=true"], "kernel.learn_omega_0=True is not used by"),
+        ("flexconv", ["kernel.omega_0=7"], "kernel.omega_0=7.0 is not used by kernel.type=MAGNet"),
+    ],
+)
+def test_kernel_options_a_type_does_not_use_are_errors(appname, args, message):
+    from ccnn.apps import ccnn_config, ccnn_main, flexconv_config, flexconv_main
+
+    if appname == "ccnn":
+        cfg = ccnn_main.compose(args)
+        build = ccnn_config.build_network
+        meta = ccnn_config.build_datamodule(cfg).meta
+    else:
+        cfg = flexconv_main.compose(args)
+        build = flexconv_config.build_network
+        meta = flexconv_config.build_datamodule(cfg).meta
+    with pytest.raises(ValueError, match=message):
+        build(cfg, meta)

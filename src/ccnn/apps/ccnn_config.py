@@ -19,7 +19,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from ccnn.apps.common import ConfigError, fft_choice, select_options
+from ccnn.apps.common import ConfigError, check_unused_keys, fft_choice, select_options
 from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.models.ccnn import CCNN
@@ -256,8 +256,26 @@ def data_options(cfg: DictConfig) -> DataOptions:
     )
 
 
+UNUSED_KEYS = {
+    "conv.cache": "evaluation reuses the sampled kernels by itself",
+    "net.no_stages": "the CCNN has no stages",
+    "net.data_dim": "the data dimension comes from the dataset",
+    "dataset.params.memory_size": "no implemented dataset uses it",
+    "dataset.params.target_idx": "no implemented dataset uses it",
+    "dataset.params.metric": "every task here is classification, scored by accuracy",
+    "dataset.params.seq_length": "no implemented dataset uses it",
+    "dataset.params.modelnet.voxel_scale": "ModelNet is read as point clouds, not voxels",
+}
+"""Published keys that do nothing here: setting one is an error."""
+COMPATIBILITY_KEYS = {
+    "mask.temperature": "Gaussian masks have no temperature (it shaped the published sigmoid mask)",
+}
+"""Published keys that do nothing here but appear in published commands: a warning."""
+
+
 def validate(cfg: DictConfig) -> None:
     """Published start-up checks plus ours; every failure names the key and the fix."""
+    check_unused_keys(cfg, CCNNConfig, UNUSED_KEYS, COMPATIBILITY_KEYS)
     _require(
         bool(cfg.dataset.name),
         "dataset.name is not set; e.g. dataset.name=MNIST (or use experiment=digits)",

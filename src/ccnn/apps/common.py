@@ -100,6 +100,28 @@ def select_options(
     return out
 
 
+def check_unused_keys(
+    cfg: Any, schema: type, rejected: dict[str, str], compatibility: dict[str, str]
+) -> None:
+    """Keys of the published configuration that do nothing here, set to a non-default value:
+    ``rejected`` ones are an error (no command needs them), ``compatibility`` ones (set by the
+    published commands) a warning that they are ignored. Each maps the key to the reason."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.structured(schema)
+    for key, reason in {**rejected, **compatibility}.items():
+        value = OmegaConf.select(cfg, key)
+        if value == OmegaConf.select(defaults, key):
+            continue
+        if key in rejected:
+            raise ConfigError(f"{key}={value} does nothing in ccnn ({reason}); remove it")
+        warnings.warn(
+            f"{key}={value} is accepted for compatibility with the published commands and "
+            f"ignored ({reason})",
+            stacklevel=2,
+        )
+
+
 FFT_CHOICES = {True: True, False: False, "auto": None}
 """``conv.use_fft``: an explicit choice is honoured (true: FFT, false: direct); ``auto`` picks by
 the measured cost rule (:func:`ccnn.nn.functional.conv_nd`)."""

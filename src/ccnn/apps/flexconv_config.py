@@ -36,7 +36,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ccnn.apps.common import ConfigError, fft_choice, select_options
+from ccnn.apps.common import ConfigError, check_unused_keys, fft_choice, select_options
 from ccnn.data.base import DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.nn.conv import CONVS, DiscreteConv
@@ -305,8 +305,19 @@ def augment_enabled(cfg: DictConfig) -> bool:
 # checks
 
 
+UNUSED_KEYS = {"conv.cache": "evaluation reuses the sampled kernels by itself"}
+"""Published keys that do nothing here: setting one is an error."""
+COMPATIBILITY_KEYS = {
+    "mask.temperature": "Gaussian masks have no temperature (it shaped the published sigmoid mask)",
+    "dataset_params.in_ram": "datasets are loaded (or memory-mapped) by their loader",
+    "dataset_params.from_cache": "a valid preprocessed cache is always used",
+}
+"""Published keys that do nothing here but appear in published commands: a warning."""
+
+
 def validate(cfg: DictConfig, crossres: bool = False) -> None:
     """Every check that needs no data; each failure names the key and the fix."""
+    check_unused_keys(cfg, FlexConvConfig, UNUSED_KEYS, COMPATIBILITY_KEYS)
     from ccnn.train.runner import resolve_accelerator
 
     _require(
@@ -324,6 +335,11 @@ def validate(cfg: DictConfig, crossres: bool = False) -> None:
     )
     _require(t.batch_size > 0, f"train.batch_size must be > 0, got {t.batch_size}")
     fft_choice(cfg.conv.use_fft)  # true, false or auto
+    _require(
+        t.omega_0_lr_factor == 1.0 or (cfg.kernel.type == "SIREN" and cfg.kernel.learn_omega_0),
+        f"train.omega_0_lr_factor={t.omega_0_lr_factor} needs a learnable omega_0 "
+        "(kernel.type=SIREN kernel.learn_omega_0=true); remove it",
+    )
     _require(
         cfg.train.nonfinite_patience >= -1,
         "train.nonfinite_patience must be >= 0 (bad steps skipped before stopping) or -1 "
