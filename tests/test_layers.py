@@ -307,6 +307,13 @@ def test_invalid_constructions_raise_clear_errors():
         Conv(2, 2, 2, kernel_size=4)
     with pytest.raises(ValueError, match="Unknown option"):
         build_kernel_net("MAGNet", data_dim=1, out_channels=2, hiden_channels=3)
+    # a mask or conv option typo names the type and its options (not a raw TypeError)
+    with pytest.raises(ValueError, match=r"\['init_valu'\] for mask type 'gaussian'; its options"):
+        SeparableFlexConv(2, 2, 1, mask_kwargs={"init_valu": 0.3})
+    with pytest.raises(ValueError, match=r"\['kernel_type'\] for conv type 'Conv'"):
+        build_conv("Conv", 2, 2, 1, kernel_size=3, kernel_type="MAGNet")
+    with pytest.raises(ValueError, match=r"\['horizon'\] for conv type 'SRF'"):
+        build_conv("SRF", 2, 2, 2, horizon=3)
     # each type takes only its own options; init-specific ones are checked too
     with pytest.raises(ValueError, match=r"\['omega_0'\] for kernel type 'MLP'; its options"):
         build_kernel_net("MLP", data_dim=1, out_channels=2, omega_0=3.0)

@@ -9,6 +9,7 @@ construction time with a message that says how to fix it.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -81,7 +82,49 @@ class Registry(Generic[T]):
         hint = f" Did you mean '{self._canonical[close[0]]}'?" if close else ""
         return f"Unknown {self.kind} '{name}'.{hint} Supported {self.kind}s: {', '.join(known)}."
 
+    def options(self, name: str | T) -> tuple[str, ...] | None:
+        """The keyword options of an entry (following ``**kwargs`` into base classes), or
+        ``None`` when it accepts any keyword (a function with ``**kwargs``)."""
+        obj = self.get(name)
+        if not isinstance(obj, type):
+            params = list(inspect.signature(obj).parameters.values())
+            if any(p.kind == p.VAR_KEYWORD for p in params):
+                return None
+            return tuple(
+                p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            )
+        names: list[str] = []
+        for cls in obj.__mro__:
+            if "__init__" not in vars(cls) or cls is object:
+                continue
+            params = list(inspect.signature(cls.__init__).parameters.values())
+            names += [
+                p.name
+                for p in params
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and p.name != "self"
+                and p.name not in names
+            ]
+            if not any(p.kind == p.VAR_KEYWORD for p in params):
+                return tuple(names)
+        return None
+
+    def check_options(self, name: str | T, options: dict[str, Any]) -> None:
+        """An option the entry does not take is an error naming the entry and its options."""
+        accepted = self.options(name)
+        if accepted is None:
+            return
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            label = name if isinstance(name, str) else getattr(name, "__name__", str(name))
+            raise OptionError(
+                f"Unknown option(s) {unknown} for {self.kind} '{label}'; its options: "
+                f"{sorted(accepted)}"
+            )
+
     def build(self, name: str | T, *args: Any, **kwargs: Any) -> Any:
+        """Build the entry; keyword options it does not take are an :class:`OptionError`."""
+        self.check_options(name, kwargs)
         return self.get(name)(*args, **kwargs)  # type: ignore[operator]
 
     def __contains__(self, name: object) -> bool:

@@ -473,7 +473,6 @@ class DiscreteConv(nn.Module):
         causal: bool = False,
         use_fft: bool | None = None,
         bias: bool = True,
-        **_: Any,
     ):
         super().__init__()
         _check_common(data_dim, causal)

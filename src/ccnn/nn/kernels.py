@@ -54,22 +54,8 @@ extent); kernel types that have no use for them do not receive them."""
 
 def kernel_options(kernel_type: str | type) -> tuple[str, ...]:
     """The options a kernel type takes (its constructor's keyword arguments)."""
-    import inspect
-
-    names: list[str] = []
-    for cls in KERNELS.get(kernel_type).__mro__:  # follow **kwargs to the base classes
-        if "__init__" not in vars(cls):
-            continue
-        params = inspect.signature(cls.__init__).parameters.values()
-        names += [
-            p.name
-            for p in params
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and p.name not in ("self", "data_dim", "out_channels", *names)
-        ]
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
-    return tuple(names)
+    skip = ("data_dim", "out_channels")
+    return tuple(n for n in KERNELS.options(kernel_type) or () if n not in skip)
 
 
 def check_kernel_options(kernel_type: str | type, options: dict) -> dict:

@@ -36,7 +36,6 @@ import math
 from collections.abc import Sequence
 from functools import reduce
 from itertools import product
-from typing import Any
 
 import torch
 from torch import nn
@@ -138,7 +137,6 @@ class SRFConv(KeepsLastKernel, nn.Module):
         bias: bool = True,
         causal: bool = False,
         use_fft: bool | None = None,
-        **_: Any,
     ):
         super().__init__()
         _check_common(data_dim, causal)
