@@ -385,6 +385,10 @@ def test_every_conv_works_with_its_defaults_and_survives_copies(name, data_dim):
 
     from torch.optim.swa_utils import AveragedModel
 
+    import inspect
+
+    params = inspect.signature(CONVS.get(name)).parameters.values()
+    assert not any(p.kind == p.VAR_KEYWORD for p in params)  # help() shows every argument
     torch.manual_seed(0)
     layer = CONVS.build(name, 4, 3, data_dim=data_dim)
     x = torch.randn(2, 4, *([9] * data_dim))

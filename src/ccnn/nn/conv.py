@@ -24,6 +24,7 @@ In eval mode the sampled kernel is cached until parameters, resolution, dtype or
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -114,7 +115,9 @@ class ContinuousConv(KeepsLastKernel, nn.Module):
             ``SIREN``, ``RFNet``, ``MLP``) or a KernelNet class.
         kernel_size: ``"same"``, ``"full"``, an int, or a tuple per dim.
         kernel_kwargs: options of the kernel network (``hidden_channels``, ``num_layers``,
-            ``omega_0``, ``input_scale``, ``init``, ``bias``, ...).
+            ``omega_0``, ``input_scale``, ``init``, ``bias``, ...; each type takes its own,
+            ``ccnn.nn.kernels.kernel_options``). Default: MAGNet, 32 hidden units, 3 layers,
+            CCNN initialisation with ω0 = 100 (``kernels.DEFAULT_OMEGA_0``).
         mask_type: ``None`` (CKConv) or ``"gaussian"`` (FlexConv).
         mask_kwargs: ``init_value``, ``threshold``, ``dynamic_cropping``, ``learn_mean``,
             ``temperature``.
@@ -449,6 +452,22 @@ class SeparableFlexConv(ContinuousConv):
         super().__init__(in_channels, out_channels, data_dim, separable=True, **kwargs)
 
 
+def _publish_signature(cls: type, base: type, **defaults: Any) -> type:
+    """Give ``cls.__init__`` the explicit signature of ``base`` (without ``separable``, with
+    ``defaults`` changed) and its argument docs, so ``help(cls)`` and ``inspect.signature``
+    show every argument instead of ``**kwargs``."""
+    signature = inspect.signature(base.__init__)
+    params = [
+        p.replace(default=defaults[p.name]) if p.name in defaults else p
+        for p in signature.parameters.values()
+        if p.name != "separable"
+    ]
+    cls.__init__.__signature__ = signature.replace(parameters=params)
+    if "Args:" in (base.__doc__ or ""):
+        cls.__doc__ = f"{cls.__doc__}\n\n    Args:{base.__doc__.split('Args:', 1)[1]}"
+    return cls
+
+
 def _require_mask(kwargs: dict[str, Any], name: str) -> None:
     if not kwargs.get("mask_type"):
         raise OptionError(f"{name} needs a mask: set mask_type='gaussian' (mask.type=gaussian)")
@@ -545,6 +564,17 @@ class SeparableConv(DiscreteConv):
 
     def __init__(self, in_channels: int, out_channels: int, data_dim: int = 1, **kwargs):
         super().__init__(in_channels, out_channels, data_dim, separable=True, **kwargs)
+
+
+for _cls, _mask in (
+    (CKConv, None),
+    (FlexConv, "gaussian"),
+    (SeparableCKConv, None),
+    (SeparableFlexConv, "gaussian"),
+):
+    _publish_signature(_cls, ContinuousConv, mask_type=_mask)
+for _cls in (Conv, SeparableConv):
+    _publish_signature(_cls, DiscreteConv)
 
 
 def build_conv(
