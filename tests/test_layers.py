@@ -381,11 +381,10 @@ def test_every_conv_works_with_its_defaults_and_survives_copies(name, data_dim):
     ``last_kernel`` in the graph) ``copy.deepcopy``, ``pickle`` and an EMA/SWA average work,
     and the copies compute exactly what the layer computes."""
     import copy
+    import inspect
     import pickle
 
     from torch.optim.swa_utils import AveragedModel
-
-    import inspect
 
     params = inspect.signature(CONVS.get(name)).parameters.values()
     assert not any(p.kind == p.VAR_KEYWORD for p in params)  # help() shows every argument

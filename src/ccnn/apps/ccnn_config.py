@@ -161,6 +161,7 @@ class TrainConfig:
     position_budget: float = -1.0
     drop_last: bool = False  # ours: leave out the incomplete last training batch of an epoch
     nonfinite_patience: int = 0  # ours: non-finite losses in a row before stopping; -1 = never
+    ema_decay: float = 0.0  # ours: > 0 evaluates and checkpoints an EMA of the weights
 
 
 @dataclass
@@ -289,6 +290,10 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.net.no_blocks >= 0, f"net.no_blocks must be >= 0, got {cfg.net.no_blocks}")
     _require(cfg.train.batch_size > 0, f"train.batch_size must be > 0, got {cfg.train.batch_size}")
     fft_choice(cfg.conv.use_fft)  # true, false or auto
+    _require(
+        0.0 <= cfg.train.ema_decay < 1.0,
+        f"train.ema_decay must be in [0, 1) (0: off; e.g. 0.999), got {cfg.train.ema_decay}",
+    )
     _require(
         cfg.train.nonfinite_patience >= -1,
         "train.nonfinite_patience must be >= 0 (bad steps skipped before stopping) or -1 "
@@ -639,4 +644,5 @@ def trainer_settings(cfg: DictConfig, run_dir: str, epochs: int | None = None) -
         plot_kernels_every_epoch=cfg.hooks_enabled,
         resume_from=t.resume,
         nonfinite_patience=t.nonfinite_patience,
+        ema_decay=t.ema_decay,
     )

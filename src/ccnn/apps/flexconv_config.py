@@ -183,6 +183,7 @@ class TrainConfig:
     limit_batches: int = -1
     resume: str = ""
     nonfinite_patience: int = 0
+    ema_decay: float = 0.0  # ours: > 0 evaluates and checkpoints an EMA of the weights
 
 
 @dataclass
@@ -335,6 +336,10 @@ def validate(cfg: DictConfig, crossres: bool = False) -> None:
     )
     _require(t.batch_size > 0, f"train.batch_size must be > 0, got {t.batch_size}")
     fft_choice(cfg.conv.use_fft)  # true, false or auto
+    _require(
+        0.0 <= cfg.train.ema_decay < 1.0,
+        f"train.ema_decay must be in [0, 1) (0: off; e.g. 0.999), got {cfg.train.ema_decay}",
+    )
     _require(
         t.omega_0_lr_factor == 1.0 or (cfg.kernel.type == "SIREN" and cfg.kernel.learn_omega_0),
         f"train.omega_0_lr_factor={t.omega_0_lr_factor} needs a learnable omega_0 "
@@ -859,6 +864,7 @@ def trainer_settings(cfg: DictConfig, run_dir: str, epochs: int | None = None) -
         wandb={"project": cfg.wandb.project, "entity": cfg.wandb.entity},
         resume_from=t.resume,
         nonfinite_patience=t.nonfinite_patience,
+        ema_decay=t.ema_decay,
     )
 
 

@@ -195,3 +195,89 @@ class MetricsCSVLogger(CSVLogger):
             )
             self._experiment = writer
         return self._experiment
+
+
+class WeightAverage(L.Callback):
+    """Exponential moving average of the network's weights (``train.ema_decay``).
+
+    After every optimiser step ``ema = decay * ema + (1 - decay) * weights`` (buffers such as
+    BatchNorm statistics are copied). Validation and testing run on the averaged weights, and
+    checkpoints store them as the model's ``state_dict`` — so the best checkpoint, the test
+    result and :func:`ccnn.load_run` all use them — with the raw training weights kept under
+    ``ccnn_raw_state_dict`` so that a resumed run continues exactly.
+    """
+
+    RAW_KEY = "ccnn_raw_state_dict"
+
+    def __init__(self, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.average: torch.optim.swa_utils.AveragedModel | None = None
+        self._raw: dict[str, torch.Tensor] | None = None
+
+    def _ensure(self, pl_module) -> torch.optim.swa_utils.AveragedModel:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        if self.average is None:
+            self.average = AveragedModel(
+                pl_module.network, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True
+            )
+        return self.average
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._ensure(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if outputs is not None:  # a skipped (non-finite) step changes nothing
+            self._ensure(pl_module).update_parameters(pl_module.network)
+
+    # -- evaluate on the averaged weights -------------------------------------------------
+    def _swap_in(self, pl_module) -> None:
+        if self.average is None or self._raw is not None:
+            return
+        self._raw = {k: v.detach().clone() for k, v in pl_module.network.state_dict().items()}
+        pl_module.network.load_state_dict(self.average.module.state_dict())
+
+    def _swap_out(self, pl_module) -> None:
+        if self._raw is not None:
+            pl_module.network.load_state_dict(self._raw)
+            self._raw = None
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit":
+            self._swap_in(pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            return  # checkpoints are written after this hook; swapped back in on_train_epoch_start
+        self._swap_out(pl_module)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._swap_out(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._swap_in(pl_module)  # the trained model is the averaged one
+        self._raw = None
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        if self.average is None:
+            return
+        raw = self._raw or pl_module.network.state_dict()
+        prefix = "network."
+        checkpoint[self.RAW_KEY] = {prefix + k: v.detach().clone() for k, v in raw.items()}
+        for k, v in self.average.module.state_dict().items():
+            checkpoint["state_dict"][prefix + k] = v.detach().clone()
+        checkpoint["ccnn_ema_updates"] = int(self.average.n_averaged)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        raw = checkpoint.get(self.RAW_KEY)
+        if raw is None or trainer.state.fn != "fit":
+            return  # evaluation uses the checkpoint's model weights: the averaged ones
+        average = self._ensure(pl_module)
+        prefix = "network."
+        ema = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items()}
+        average.module.load_state_dict(ema)
+        average.n_averaged.fill_(int(checkpoint.get("ccnn_ema_updates", 1)))
+        pl_module.network.load_state_dict({k[len(prefix) :]: v for k, v in raw.items()})

@@ -28,6 +28,7 @@ from ccnn.train.callbacks import (
     MetricsCSVLogger,
     RecordConfig,
     VerifiedCheckpointIO,
+    WeightAverage,
 )
 from ccnn.train.module import ClassificationModule
 
@@ -63,6 +64,7 @@ class TrainerSettings:
     progress_bar: bool = True
     monitor: str = "val/acc"  # "" = no validation split: train the full schedule, test the end
     nonfinite_patience: int = 0  # non-finite losses in a row before stopping; -1 = never stop
+    ema_decay: float = 0.0  # > 0: evaluate and checkpoint an EMA of the weights
 
 
 def resolve_accelerator(device: str) -> str:
@@ -130,6 +132,8 @@ def build_trainer(
         dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False
     )
     callbacks: list = [checkpoint, last, EpochSeeding(s.seed)]
+    if s.ema_decay > 0:
+        callbacks.append(WeightAverage(s.ema_decay))
     if s.monitor:
         callbacks.append(EarlyStopping(monitor=s.monitor, mode="max", patience=max(1, s.patience)))
     if s.plot_kernels:
