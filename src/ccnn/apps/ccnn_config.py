@@ -419,10 +419,13 @@ def kernel_kwargs(cfg: DictConfig, meta: DatasetMeta | None = None) -> dict[str,
             )
         omega_0 = k.omega_0_per_length * max(meta.input_shape[1:])
     mlp_activation = k.nonlinearity if k.nonlinearity != "Identity" else "ReLU"
+    gabor = k.type in ("MAGNet", "Gabor")
+    # MAGNet/Gabor always get omega_0 (the layer says so when it is 0); others only when set
+    omega_0_set = gabor or k.omega_0 != default.omega_0 or k.omega_0_per_length > 0
     wanted: dict[str, tuple[str | None, Any, bool]] = {
         "hidden_channels": ("kernel.no_hidden", k.no_hidden, True),
         "num_layers": ("kernel.no_layers", k.no_layers, True),
-        "omega_0": ("kernel.omega_0", omega_0, True),
+        "omega_0": ("kernel.omega_0", omega_0, omega_0_set),
         "bias": ("kernel.bias", k.bias, k.bias != default.bias),
         "activation": (
             "kernel.nonlinearity",
@@ -431,18 +434,14 @@ def kernel_kwargs(cfg: DictConfig, meta: DatasetMeta | None = None) -> dict[str,
         ),
         "norm": ("kernel.norm", "" if k.norm == "Identity" else k.norm, k.norm != default.norm),
     }
-    if k.omega_0 == default.omega_0 and k.omega_0_per_length <= 0:
-        wanted["omega_0"] = ("kernel.omega_0", omega_0, False)
     if k.input_scale > 0:
         wanted["input_scale"] = ("kernel.input_scale", k.input_scale, True)
     if k.init_spatial_value != default.init_spatial_value:
         wanted["init_spatial_value"] = ("kernel.init_spatial_value", k.init_spatial_value, True)
     accepted = set(kernel_options(k.type))
-    if k.type in ("MAGNet", "Gabor"):
+    if gabor:
         # the CCNN app initialises Gabor nets the CCNN way: frequencies from omega_0
         accepted.discard("input_scale")
-        if "omega_0" in wanted:  # MAGNet/Gabor need it; the layer says so when it is 0
-            wanted["omega_0"] = ("kernel.omega_0", omega_0, True)
         wanted["init"] = (None, "ccnn", False)
     return select_options("kernel.type", k.type, accepted, wanted)
 

@@ -60,22 +60,17 @@ def kernel_options(kernel_type: str | type) -> tuple[str, ...]:
 
 def check_kernel_options(kernel_type: str | type, options: dict) -> dict:
     """``options`` without the context options the type does not take; any other option it
-    does not take is an error naming the type and its options."""
+    does not take is left in, for ``KERNELS.build`` to reject naming the type and its
+    options."""
     accepted = set(kernel_options(kernel_type))
-    unknown = sorted(set(options) - accepted - CONTEXT_OPTIONS)
-    if unknown:
-        name = kernel_type if isinstance(kernel_type, str) else kernel_type.__name__
-        raise OptionError(
-            f"Unknown option(s) {unknown} for kernel type '{name}'; its options: {sorted(accepted)}"
-        )
-    return {k: v for k, v in options.items() if k in accepted}
+    return {k: v for k, v in options.items() if k in accepted or k not in CONTEXT_OPTIONS}
 
 
 class KernelNet(nn.Module):
     """Base class. Subclasses set ``output_linear`` and implement ``forward((p, d)) -> (p, o)``.
 
-    Constructors take ``data_dim``, ``out_channels`` and any of :data:`KERNEL_OPTIONS` as
-    keywords; options that do not apply to a kernel type are ignored, unknown ones raise.
+    Constructors take ``data_dim``, ``out_channels`` and their own keyword options
+    (:func:`kernel_options`); :func:`build_kernel_net` rejects any other option by name.
     """
 
     output_linear: nn.Linear
