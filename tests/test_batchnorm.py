@@ -91,6 +91,7 @@ def _worker(rank: int, world: int, port: int, x, mask, out_dir: str) -> None:
             },
             os.path.join(out_dir, f"{rank}.pt"),
         )
+        dist.barrier()  # no rank closes its connections while another still reads from them
     finally:
         dist.destroy_process_group()
 
