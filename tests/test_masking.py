@@ -12,9 +12,11 @@ from torch import nn
 from ccnn.models.ccnn import CCNN
 from ccnn.nn.conv import build_conv
 from ccnn.nn.masking import (
+    gap_weights,
     last_observed,
     masked_batch_norm,
     masked_mean,
+    missing_fraction,
     pad_series,
     to_grid,
 )
@@ -290,3 +292,116 @@ def test_discrete_convolutions_reject_timestamps():
     conv = build_conv("Conv", 2, 2, 1, kernel_size=3)
     with pytest.raises(ValueError, match="to_grid"):
         conv(torch.randn(1, 2, 4), times=torch.arange(4.0)[None])
+
+
+# ---------------------------------------------------------------------------------------------
+# steps missing inside a series: quadrature weights and observation dropout
+
+
+def _gap_weights_by_hand(times: list[float]) -> list[float]:
+    """Half the gap to each observed neighbour (the whole gap at the ends; 1 alone)."""
+    t = sorted(times)
+    out = {}
+    for k, v in enumerate(t):
+        left = v - t[k - 1] if k > 0 else None
+        right = t[k + 1] - v if k + 1 < len(t) else None
+        if left is None and right is None:
+            out[v] = 1.0
+        elif left is None or right is None:
+            out[v] = left if right is None else right
+        else:
+            out[v] = (left + right) / 2
+    return [out[v] for v in times]
+
+
+def test_gap_weights_match_a_by_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(6, 30, generator=g) > 0.4).double()
+    mask[0] = 1  # fully observed
+    mask[1, :12], mask[1, 12:] = 1, 0  # fully observed, then padding
+    mask[2] = 0
+    mask[2, 7] = 1  # a single observation
+    w = gap_weights(mask)
+    for row, m in zip(w, mask):
+        steps = torch.nonzero(m)[:, 0].double().tolist()
+        want = torch.zeros(30, dtype=torch.double)
+        want[m > 0] = torch.tensor(_gap_weights_by_hand(steps), dtype=torch.double)
+        assert torch.equal(row, want)
+    assert torch.equal(w[0], torch.ones(30, dtype=torch.double))
+    assert torch.equal(w[1], mask[1])
+    # unordered times in any unit; a finer grid of step 1/r gives the same weights in time units
+    times = torch.tensor([[3.0, 0.0, 7.5, 1.0, 99.0]], dtype=torch.double)
+    valid = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]], dtype=torch.double)
+    assert gap_weights(valid, times).tolist() == [[3.25, 1.0, 4.5, 1.5, 0.0]]
+    assert torch.equal(gap_weights(valid, times * 4, step=0.25), gap_weights(valid, times))
+
+
+def test_missing_fraction_counts_gaps_inside_spans_only():
+    mask = torch.tensor([[1, 1, 0, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1.0]])
+    assert missing_fraction(mask).item() == pytest.approx(1 / 12)  # 11 of 5 + 7 steps
+    assert missing_fraction(mask[1:]).item() == 0  # padding is not missing
+    times = torch.tensor([[0, 2, 0, 4, 6, 0, 0], [0, 1, 2, 3, 4, 5, 6.0]])
+    assert missing_fraction(mask, times).item() == pytest.approx(3 / 14)  # 11 of 7 + 7 units
+
+
+@pytest.mark.parametrize("conv", ["SeparableFlexConv", "CKConv", "Conv"])
+def test_weights_scale_each_step_of_a_convolution(conv):
+    layer = build_conv(conv, 3, 4, 1, **CONVS[conv]).double()
+    x = torch.randn(2, 3, 20, dtype=torch.double)
+    mask = (torch.rand(2, 20) > 0.3).double()
+    w = gap_weights(mask)
+    torch.testing.assert_close(layer(x, mask=mask, weights=w), layer(x * w[:, None]))
+
+
+def test_gap_weights_change_only_series_with_gaps():
+    net = network("SeparableFlexConv", False, None).eval()
+    x = torch.randn(3, 3, 50, dtype=torch.double)
+    padded = torch.ones(3, 50, dtype=torch.double)
+    padded[1, 30:] = 0
+    gaps = padded.clone()
+    gaps[0, 10:14] = 0
+    plain = network("SeparableFlexConv", False, None).eval()
+    plain.gap_weights = False
+    torch.testing.assert_close(net(x, mask=padded), plain(x, mask=padded), rtol=0, atol=0)
+    out, ref = net(x, mask=gaps), plain(x, mask=gaps)
+    assert not torch.allclose(out[0], ref[0])
+    torch.testing.assert_close(out[1:], ref[1:], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rate", [0.5, -1.0])
+def test_observation_dropout_hides_observed_steps_in_training(rate):
+    net = network("SeparableFlexConv", False, None)
+    net.observation_dropout = rate
+    ref = network("SeparableFlexConv", False, None)
+    x = torch.randn(4, 3, 40, dtype=torch.double)
+    mask = torch.ones(4, 40, dtype=torch.double)
+    mask[0, 5:25] = 0  # 20 of 40 steps missing inside series 0
+    mask[1, 2:] = 0  # two observations: hiding any would leave < 2, so all are kept
+    p = rate if rate > 0 else 20 / (40 + 2 + 40 + 40)  # missing / steps inside the spans
+    torch.manual_seed(3)
+    hidden = mask * (torch.rand(4, 40) >= p)  # the draw the network makes (float32)
+    hidden[1] = mask[1]
+    torch.manual_seed(3)
+    torch.testing.assert_close(net(x, mask=mask), ref(x, mask=hidden), rtol=0, atol=0)
+    net.eval(), ref.eval()  # never in evaluation
+    torch.testing.assert_close(net(x, mask=mask), ref(x, mask=mask), rtol=0, atol=0)
+
+
+def test_observation_dropout_auto_leaves_fully_observed_series_alone():
+    net = network("SeparableFlexConv", False, None)
+    net.observation_dropout = -1.0
+    ref = network("SeparableFlexConv", False, None)
+    x = torch.randn(4, 3, 40, dtype=torch.double)
+    torch.manual_seed(0)
+    out = net(x)
+    assert torch.equal(out, ref(x))
+    padded = torch.ones(4, 40, dtype=torch.double)
+    padded[2, 30:] = 0
+    assert torch.equal(net(x, mask=padded), ref(x, mask=padded))
+
+
+def test_observation_dropout_rejects_bad_values():
+    with pytest.raises(ValueError, match=r"observation_dropout must be in \[0, 1\)"):
+        CCNN(3, 2, 1, hidden_channels=4, num_blocks=1, observation_dropout=1.0)
+    with pytest.raises(ValueError, match="1D series"):
+        CCNN(3, 2, 2, hidden_channels=4, num_blocks=1, observation_dropout=0.2)

@@ -4,7 +4,7 @@ from config names to library objects.
 Every key and default of the published ``cfg/config.yaml`` is here with its published meaning.
 Our additions are new keys: ``dataset.fake``, ``dataset.params.uea_name``, ``train.limit_batches``,
 ``train.resume``, ``train.nonfinite_patience``, ``optimizer.weight_decay_type``, ``net.readout``,
-``net.embedding_dim``.
+``net.embedding_dim``, ``net.gap_weights``, ``net.observation_dropout``.
 One default differs: ``device: auto`` (cuda when available, else cpu) instead of ``cuda``, so the
 paper commands run unchanged on CPU-only machines; ``device=cuda`` without a GPU is an error.
 """
@@ -55,6 +55,8 @@ class NetConfig:
     downsampling_size: int = -1
     readout: str = "mean"
     embedding_dim: int = 0
+    gap_weights: bool = True  # ours: weigh observations by the time they stand for
+    observation_dropout: float = 0.0  # ours: hide random observed steps in training; -1 auto
 
 
 @dataclass
@@ -536,6 +538,10 @@ def build_network(cfg: DictConfig, meta: DatasetMeta):
             f"conv.type={cfg.conv.type} needs point-cloud data and point clouds need a point "
             f"convolution ({', '.join(POINT_CONVS)}); got dataset.data_type={meta.data_type}",
         )
+        _require(
+            cfg.net.observation_dropout == 0,
+            "net.observation_dropout is for 1D series; point clouds have no observation mask",
+        )
         return PointCCNN(
             meta.in_channels,
             out_channels,
@@ -558,6 +564,8 @@ def build_network(cfg: DictConfig, meta: DatasetMeta):
         downsampling_size=cfg.net.downsampling_size,
         readout=cfg.net.readout,
         vocab_size=vocab,
+        gap_weights=cfg.net.gap_weights,
+        observation_dropout=cfg.net.observation_dropout,
         **common,
     )
     if meta.extra.get("timestamps"):

@@ -25,7 +25,16 @@ from ccnn.errors import OptionError
 from ccnn.models.blocks import BLOCKS, Block, block_widths
 from ccnn.nn.conv import ContinuousConv, build_conv
 from ccnn.nn.layers import get_activation, get_dropout, get_norm
-from ccnn.nn.masking import apply_norm, check_mask, last_observed, masked_mean, time_span, to_grid
+from ccnn.nn.masking import (
+    apply_norm,
+    check_mask,
+    gap_weights,
+    last_observed,
+    masked_mean,
+    missing_fraction,
+    time_span,
+    to_grid,
+)
 from ccnn.nn.resolution import at_resolution
 
 READOUTS = ("mean", "last")
@@ -71,6 +80,18 @@ class CCNN(nn.Module):
             ``direct`` (the kernel evaluated pair by pair at the true time differences; the
             reference, O(n^2) memory). Both agree exactly when the times lie on the grid.
         time_resolution: grid points per time unit for ``time_path="grid"``.
+        gap_weights: with unobserved steps between observations (missing values, dropped
+            steps, irregular times), weight each observation in every convolution by the time
+            it stands for (:func:`ccnn.nn.masking.gap_weights`), so a convolution approximates
+            the same integral however densely a stretch of the series is sampled. ``False``:
+            every observation counts once, as if the gaps were zeros. Fully observed series
+            (also padded ones) are unaffected: all their weights are 1.
+        observation_dropout: training only, 1D series: hide each observed step with this
+            probability (a series keeps at least two), so that the features cannot depend on
+            which steps of a series happen to be observed — with a fixed sampling pattern per
+            series a small training set is otherwise memorised by its gaps. ``-1`` (auto): the
+            fraction of steps missing inside the batch's series
+            (:func:`ccnn.nn.masking.missing_fraction`); 0 for fully observed series.
 
     Shapes: ``(b, in_channels, *s) -> (b, out_channels)``.
     """
@@ -103,6 +124,8 @@ class CCNN(nn.Module):
         stem_conv_type: str | None = None,
         time_path: str = "grid",
         time_resolution: int = 1,
+        gap_weights: bool = True,
+        observation_dropout: float = 0.0,
     ):
         super().__init__()
         if readout not in READOUTS:
@@ -112,6 +135,14 @@ class CCNN(nn.Module):
         if int(time_resolution) != time_resolution or time_resolution < 1:
             raise OptionError(f"time_resolution must be a positive integer, got {time_resolution}")
         self.time_path, self.time_resolution = time_path, int(time_resolution)
+        self.gap_weights = bool(gap_weights)
+        if not (observation_dropout == -1 or 0 <= observation_dropout < 1):
+            raise OptionError(
+                f"observation_dropout must be in [0, 1) or -1 (auto), got {observation_dropout}"
+            )
+        if observation_dropout != 0 and data_dim != 1:
+            raise OptionError("observation_dropout needs 1D series (data_dim=1)")
+        self.observation_dropout = float(observation_dropout)
         conv_kwargs = dict(conv_kwargs or {})
         if readout == "last" and not (data_dim == 1 and conv_kwargs.get("causal")):
             raise OptionError("readout='last' needs a causal 1D model (conv.causal=True, 1D data)")
@@ -200,6 +231,29 @@ class CCNN(nn.Module):
             x = block(x, *ctx, **seq) if isinstance(block, Block) else block(x)
         return apply_norm(self.out_norm, x, mask)
 
+    def _hide_observations(self, x: torch.Tensor, seq: dict, times) -> None:
+        """Training augmentation (``observation_dropout``): hide random observed steps."""
+        mask = seq.get("mask")
+        if mask is None and times is None and self.observation_dropout < 0:
+            return  # fully observed on the grid: nothing missing to imitate
+        base = mask if mask is not None else torch.ones(x.shape[0], x.shape[-1]).to(x)
+        p = self.observation_dropout
+        if p < 0:
+            p = float(missing_fraction(base, times))
+        if p <= 0:
+            return
+        hidden = base * (torch.rand(base.shape, device=base.device) >= p).to(base.dtype)
+        # a series left with fewer than two observations keeps all of its own
+        seq["mask"] = torch.where(hidden.sum(-1, keepdim=True) >= 2, hidden, base)
+
+    def _add_gap_weights(self, seq: dict, times=None, step: float = 1.0) -> None:
+        """``seq["weights"]``: each observation's quadrature weight (see ``gap_weights``)."""
+        mask = seq.get("mask")
+        if mask is None and times is not None:
+            mask = torch.ones_like(times)
+        if self.gap_weights and mask is not None:
+            seq["weights"] = gap_weights(mask, times, step)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -224,6 +278,8 @@ class CCNN(nn.Module):
         seq: dict[str, torch.Tensor] = {}
         if mask is not None:
             seq["mask"] = check_mask(x, mask)
+        if self.training and self.observation_dropout != 0:
+            self._hide_observations(x, seq, times)
         if times is not None:
             if x.dim() != 3 or times.shape != (x.shape[0], x.shape[-1]):
                 raise OptionError(
@@ -236,6 +292,7 @@ class CCNN(nn.Module):
                     conv.init_time_grid(span)
             if self.time_path == "grid":
                 x, seq["mask"], _ = to_grid(x, times, seq.get("mask"), self.time_resolution)
+                self._add_gap_weights(seq, step=1.0 / self.time_resolution)
                 # observations on an r-times finer grid each count once: no amplitude rescaling
                 finer = (
                     at_resolution(self, self.time_resolution, rescale_amplitude=False)
@@ -245,9 +302,11 @@ class CCNN(nn.Module):
                 with finer:
                     h = self.features(x, **seq)
             else:
+                self._add_gap_weights(seq, times=times)
                 seq["times"] = times
                 h = self.features(x, **seq)
         else:
+            self._add_gap_weights(seq)
             h = self.features(x, **seq)
         mask = seq.get("mask")
         if self.readout == "last":

@@ -48,6 +48,12 @@ FLEXCONV_ISV_FACTOR = 1.667
 """FlexConv initialises the Gabor means within ``1.667 * mask.init_value`` of the mask centre."""
 
 
+def _weigh(x: torch.Tensor, mask: torch.Tensor | None, weights: torch.Tensor | None):
+    """``x (b, c, l)`` times each step's weight (``weights``, else ``mask``; none: ``x``)."""
+    w = weights if weights is not None else mask
+    return x if w is None else x * check_mask(x, w)[:, None]
+
+
 def _check_input(layer: nn.Module, x: torch.Tensor) -> None:
     expected = layer.data_dim + 2
     if x.dim() != expected:
@@ -307,21 +313,22 @@ class ContinuousConv(KeepsLastKernel, nn.Module):
         x: torch.Tensor,
         mask: torch.Tensor | None = None,
         times: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Convolve ``x``; unobserved steps (``mask == 0``) contribute nothing.
 
         Without ``times``, ``x`` lies on the regular grid and ``mask (b, l)`` marks observed
         steps. With ``times (b, n)`` (1D only; in units of the training grid step) the kernel
         is evaluated at the true time differences between the observations (the direct path;
-        see :mod:`ccnn.nn.masking`).
+        see :mod:`ccnn.nn.masking`). ``weights (b, l)`` (default: ``mask``) scale each step's
+        contribution: the quadrature weights of :func:`ccnn.nn.masking.gap_weights`.
 
         Shapes: ``(b, in, *s) -> (b, out, *s)``; with times ``(b, in, n) -> (b, out, n)``.
         """
         _check_input(self, x)
         if times is not None:
-            return self._forward_times(x, times, mask)
-        if mask is not None:
-            x = x * check_mask(x, mask)[:, None]
+            return self._forward_times(x, times, mask, weights)
+        x = _weigh(x, mask, weights)
         kernel = self.kernel(x)
         self.last_kernel = kernel if self.training else None
         if kernel.dtype != x.dtype and not torch.is_autocast_enabled():
@@ -339,7 +346,11 @@ class ContinuousConv(KeepsLastKernel, nn.Module):
         self._init_grid((int(round(span)) + 1,))
 
     def _forward_times(
-        self, x: torch.Tensor, times: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        times: torch.Tensor,
+        mask: torch.Tensor | None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Direct path: ``out[:, :, i] = sum_j K(t_j - t_i) x[:, :, j]`` over observed ``j``.
 
@@ -384,14 +395,14 @@ class ContinuousConv(KeepsLastKernel, nn.Module):
         if self.mask is not None:
             table = table * self.mask(unique[:, None])[:, None]
         o = table.shape[-1]
-        weights = x.new_zeros(b, n, n, o)
-        weights[pair] = table[inverse].to(x.dtype)
-        xv = x * valid[:, None]
+        xv = _weigh(x, valid, weights)
+        k = x.new_zeros(b, n, n, o)  # the kernel for every pair (i, j)
+        k[pair] = table[inverse].to(x.dtype)
         if self.separable:
-            out = torch.einsum("bijc,bcj->bci", weights, xv)  # (b, c, n)
+            out = torch.einsum("bijc,bcj->bci", k, xv)  # (b, c, n)
         else:
-            weights = weights.view(b, n, n, self.out_channels, self.in_channels)
-            out = torch.einsum("bijoc,bcj->boi", weights, xv)  # (b, out, n)
+            k = k.view(b, n, n, self.out_channels, self.in_channels)
+            out = torch.einsum("bijoc,bcj->boi", k, xv)  # (b, out, n)
         if self.bias is not None:
             out = out + self.bias[:, None]
         if self.channel_mixer is not None:
@@ -523,16 +534,17 @@ class DiscreteConv(nn.Module):
         x: torch.Tensor,
         mask: torch.Tensor | None = None,
         times: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Shapes: ``(b, in, *s) -> (b, out, *s)``; unobserved steps (``mask == 0``) are zeros."""
+        """Shapes: ``(b, in, *s) -> (b, out, *s)``; unobserved steps (``mask == 0``) are zeros,
+        ``weights`` (default ``mask``) scale each step as in :meth:`ContinuousConv.forward`."""
         _check_input(self, x)
         if times is not None:
             raise OptionError(
                 "discrete convolutions have no kernel between grid steps; put irregular series "
                 "on a grid (ccnn.nn.masking.to_grid) or use a continuous convolution"
             )
-        if mask is not None:
-            x = x * check_mask(x, mask)[:, None]
+        x = _weigh(x, mask, weights)
         out = conv_nd(
             x,
             self.weight,

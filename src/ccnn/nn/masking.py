@@ -101,6 +101,62 @@ def time_span(times: torch.Tensor, mask: torch.Tensor | None) -> float:
     return float(span.max())
 
 
+def missing_fraction(mask: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+    """Fraction of the steps inside the series' spans (first to last observation) that are not
+    observed: 0 for fully observed series, also padded ones. With ``times`` the span is counted
+    in time units (one step per unit).
+
+    Shapes: ``(b, l)[, (b, l)] -> ()``.
+    """
+    observed = mask > 0
+    if times is None:
+        times = torch.arange(mask.shape[-1], device=mask.device, dtype=mask.dtype).expand_as(mask)
+    hi = torch.where(observed, times, -torch.inf).amax(-1)
+    lo = torch.where(observed, times, torch.inf).amin(-1)
+    steps = torch.where(observed.any(-1), hi - lo + 1, torch.zeros_like(hi)).sum()
+    count = observed.sum()
+    return (1 - count / steps).clamp_min(0) if bool(steps > 0) else steps
+
+
+def gap_weights(
+    mask: torch.Tensor, times: torch.Tensor | None = None, step: float = 1.0
+) -> torch.Tensor:
+    """Quadrature weight of each observation: the time it stands for in the kernel integral.
+
+    A continuous convolution approximates ``int K(tau) x(t + tau) dtau`` by a sum over the
+    observations. Weighting each observation by half the gap to its observed neighbours on
+    either side (the whole gap at a series' first and last observation) makes that sum
+    independent of how densely a stretch is sampled: a step missing in the middle of a series
+    is covered by its neighbours instead of counting as a zero. On a fully observed regular
+    grid every weight is 1 (the plain convolution); padding after a series' last observation
+    changes nothing; a series with a single observation gets weight 1.
+
+    Args:
+        mask: ``(b, l)`` 1 observed, 0 unobserved.
+        times: ``(b, l)`` observation times (any order); ``None``: the grid index of each step.
+        step: time units per unit of ``times`` (the grid step ``1 / resolution`` of a finer grid).
+
+    Shapes: ``(b, l)[, (b, l)] -> (b, l)`` (0 where unobserved).
+    """
+    observed = mask > 0
+    if times is None:
+        times = torch.arange(mask.shape[-1], device=mask.device, dtype=mask.dtype).expand_as(mask)
+    t = torch.where(observed, times.to(mask.dtype), torch.inf)
+    t, order = t.sort(-1)
+    kept = torch.isfinite(t)
+    gap = (t[:, 1:] - t[:, :-1]).nan_to_num(posinf=0.0)  # (b, l - 1), inf-inf = nan -> 0
+    none = torch.zeros_like(kept[:, :1])
+    linked = kept[:, 1:] & kept[:, :-1]  # both ends of a gap observed
+    has_left, has_right = torch.cat([none, linked], -1), torch.cat([linked, none], -1)
+    pad = torch.zeros_like(t[:, :1])
+    left = torch.cat([pad, gap], -1) * has_left
+    right = torch.cat([gap, pad], -1) * has_right
+    w = torch.where(has_left & has_right, (left + right) / 2, left + right) * step
+    w = torch.where(has_left | has_right, w, torch.ones_like(w))  # a lone observation: 1
+    w = torch.where(kept, w, torch.zeros_like(w))
+    return torch.zeros_like(w).scatter(-1, order, w)
+
+
 def to_grid(
     values: torch.Tensor,
     times: torch.Tensor,
