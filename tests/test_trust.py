@@ -407,6 +407,17 @@ def test_load_run_reproduces_the_reported_test_accuracy(script, tmp_path):
     assert run.evaluate("val") == reported["val"]
     x, y = next(iter(run.datamodule().test_dataloader()))[:2]
     assert run.logits(x).shape == (len(x), run.meta.num_classes)
+    # Lightning's own route: the module rebuilt from the configuration in the checkpoint
+    import lightning as L
+
+    from ccnn.train.module import ClassificationModule
+
+    module = ClassificationModule.load_from_checkpoint(run.checkpoint)
+    for name, value in run.model.state_dict().items():
+        assert torch.equal(module.network.state_dict()[name], value), name
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    out = trainer.test(module, datamodule=run.datamodule(), verbose=False)[0]
+    assert {k.split("/", 1)[1]: float(v) for k, v in out.items()} == reported["test"]
 
 
 # -- published keys that do nothing here -------------------------------------------------------

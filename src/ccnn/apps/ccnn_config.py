@@ -11,6 +11,7 @@ paper commands run unchanged on CPU-only machines; ``device=cuda`` without a GPU
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,13 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from ccnn.apps.common import ConfigError, check_unused_keys, fft_choice, select_options
+from ccnn.apps.common import (
+    ConfigError,
+    check_dataset_params,
+    check_unused_keys,
+    fft_choice,
+    select_options,
+)
 from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.models.ccnn import CCNN
@@ -242,10 +249,25 @@ def _require(cond: bool, message: str) -> None:
 
 def data_options(cfg: DictConfig) -> DataOptions:
     params = OmegaConf.to_container(cfg.dataset.params, resolve=True)
+    family = DATASETS.get(cfg.dataset.name)
+    pathfinder = family is DATASETS.get("PathFinder")
+    _require(
+        not (cfg.dataset.data_dir and getattr(family, "embedded", False)),
+        f"dataset.data_dir={cfg.dataset.data_dir} is not used by dataset {cfg.dataset.name} "
+        "(its data ships with the installed packages); remove it",
+    )
+    check_dataset_params(
+        "dataset.params",
+        cfg.dataset.name,
+        family,
+        params,
+        OmegaConf.to_container(OmegaConf.structured(DatasetParams)),
+        {"image_size": None} if pathfinder else {"image_size": "resolution", "resolution": None},
+    )
     # `resolution` is PathFinder's image size in the published config; other image datasets
     # take a resize through our key `image_size` (their native size by default).
     image_size = params.pop("image_size", -1)
-    if cfg.dataset.name != "PathFinder":
+    if not pathfinder:
         params.pop("resolution", None)
         if image_size and image_size > 0:
             params["resolution"] = image_size
@@ -292,6 +314,13 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.net.no_blocks >= 0, f"net.no_blocks must be >= 0, got {cfg.net.no_blocks}")
     _require(cfg.train.batch_size > 0, f"train.batch_size must be > 0, got {cfg.train.batch_size}")
     fft_choice(cfg.conv.use_fft)  # true, false or auto
+    if not cfg.pretrained.load:
+        for key in ("filename", "alias"):
+            _require(
+                cfg.pretrained[key] == getattr(PretrainedConfig, key),
+                f"pretrained.{key}={cfg.pretrained[key]} is used only with pretrained.load=true; "
+                "add pretrained.load=true (or remove it)",
+            )
     _require(
         0.0 <= cfg.train.ema_decay < 1.0,
         f"train.ema_decay must be in [0, 1) (0: off; e.g. 0.999), got {cfg.train.ema_decay}",
@@ -375,8 +404,19 @@ def validate(cfg: DictConfig) -> None:
         )
 
 
+NET_TYPE_DIMS = {"ResNet_sequence": 1, "ResNet_image": 2}
+"""The published per-dimension names of the one network: checked against the data."""
+
+
 def validate_with_meta(cfg: DictConfig, meta: DatasetMeta) -> None:
     """Checks that need the dataset's dimensionality."""
+    dims = NET_TYPE_DIMS.get(cfg.net.type)
+    if dims is not None and meta.data_type != "pointcloud":
+        _require(
+            meta.data_dim == dims,
+            f"net.type={cfg.net.type} is for {dims}D data, but dataset {cfg.dataset.name} with "
+            f"data_type={cfg.dataset.data_type} is {meta.data_dim}D; use net.type=ResNet",
+        )
     if cfg.conv.causal:
         _require(
             meta.data_dim == 1,
@@ -448,6 +488,17 @@ def kernel_kwargs(cfg: DictConfig, meta: DatasetMeta | None = None) -> dict[str,
     return select_options("kernel.type", k.type, accepted, wanted)
 
 
+def _require_unset(section: DictConfig, schema: type, prefix: str, why: str) -> None:
+    """Every key of ``section`` at its schema default, else a ConfigError saying ``why``."""
+    for f in dataclasses.fields(schema):
+        value = section[f.name]
+        _require(
+            value == f.default,
+            f"{prefix}.{f.name}={value} is not used: {why}; remove it "
+            f"(or set {prefix}.{f.name}={f.default})",
+        )
+
+
 def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
     """Map ``conv.*``, ``kernel.*`` and ``mask.*`` to conv-layer keyword arguments."""
     k, m, c = cfg.kernel, cfg.mask, cfg.conv
@@ -459,6 +510,8 @@ def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
         "use_fft": fft_choice(c.use_fft),
         "bias": c.bias,
     }
+    if c.type not in ("FlexConv", "SeparableFlexConv"):
+        _require_unset(cfg.mask, MaskConfig, "mask", f"conv.type={c.type} has no mask")
     if c.type in ("Conv", "SeparableConv"):
         kwargs["kernel_size"] = size if isinstance(size, int) else _same_discrete(meta)
         return kwargs
@@ -553,6 +606,12 @@ def build_network(cfg: DictConfig, meta: DatasetMeta):
     if cfg.net.embedding_dim > 0 and not vocab:
         raise ConfigError(
             f"net.embedding_dim needs a token dataset; {cfg.dataset.name} has no vocabulary"
+        )
+    for key in ("num_edges", "bottleneck_factor"):
+        _require(
+            cfg.kernel[key] == getattr(KernelConfig, key),
+            f"kernel.{key}={cfg.kernel[key]} is a point-convolution option; conv.type="
+            f"{cfg.conv.type} does not use it (remove it, or use one of {list(POINT_CONVS)})",
         )
     network = CCNN(
         stem_conv_type=cfg.conv.stem_type or None,

@@ -9,7 +9,9 @@ experiment ``digits`` runs (scikit-learn's handwritten digits; no download). Wit
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
@@ -27,6 +29,7 @@ from ccnn.apps.ccnn_config import (
     validate_with_meta,
 )
 from ccnn.apps.common import ConfigError, check_experiment, check_overrides, report_errors
+from ccnn.train.runner import TrainerSettings
 
 DEFAULT_EXPERIMENT = "digits"
 DATASET_PRESETS = {"UEA": "uea", "UCR": "uea"}
@@ -34,21 +37,32 @@ DATASET_PRESETS = {"UEA": "uea", "UCR": "uea"}
 given, so ``python main.py dataset.name=UEA dataset.params.uea_name=<set>`` works alone."""
 
 
-def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
-    """Build data, network and trainer from ``cfg``; train, test, write ``results.json``."""
+@dataclass
+class RunPlan:
+    """Everything a run is made of, built and checked before anything trains: every option of
+    the configuration acts through one of these (see ``tests/test_every_option.py``)."""
+
+    datamodule: Any
+    module: Any  # ClassificationModule: the network, optimiser and schedule settings
+    settings: TrainerSettings
+    do_train: bool
+    test_before_train: bool
+
+
+def plan(cfg: DictConfig, run_dir: str) -> RunPlan:
+    """Validate ``cfg`` and build the data module, network (pretrained weights loaded), training
+    module and trainer settings of a run; nothing is trained or written."""
     import ccnn.data  # noqa: F401  (registers the dataset families)
     from ccnn.train.module import ClassificationModule
     from ccnn.train.pretrained import load_pretrained
-    from ccnn.train.runner import fit_and_test
+    from ccnn.train.runner import resolve_accelerator
 
     validate(cfg)
-    run_dir = run_dir or HydraConfig.get().runtime.output_dir
+    resolve_accelerator(cfg.device)  # device=cuda without a GPU: refused before any work
     datamodule = build_datamodule(cfg)
     meta = datamodule.meta
     validate_with_meta(cfg, meta)
-    L.seed_everything(
-        cfg.seed, workers=True, verbose=False
-    )  # the seed also fixes the initial weights
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # also fixes the initial weights
     network = build_network(cfg, meta)
     if cfg.pretrained.load:
         load_pretrained(
@@ -69,12 +83,21 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
         if len(splits.val) == 0:
             _require_no_val_monitor(cfg)
             settings.monitor = ""
+    return RunPlan(datamodule, module, settings, cfg.train.do, cfg.test.before_train)
+
+
+def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
+    """Build data, network and trainer from ``cfg``; train, test, write ``results.json``."""
+    from ccnn.train.runner import fit_and_test
+
+    run_dir = run_dir or HydraConfig.get().runtime.output_dir
+    p = plan(cfg, run_dir)
     results = fit_and_test(
-        module,
-        datamodule,
-        settings,
-        do_train=cfg.train.do,
-        test_before_train=cfg.test.before_train,
+        p.module,
+        p.datamodule,
+        p.settings,
+        do_train=p.do_train,
+        test_before_train=p.test_before_train,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     _print_summary(cfg, results, run_dir)

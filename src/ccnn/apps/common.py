@@ -122,6 +122,40 @@ def check_unused_keys(
         )
 
 
+def check_dataset_params(
+    prefix: str,
+    dataset: str,
+    family: Any,
+    params: dict[str, Any],
+    defaults: dict[str, Any],
+    renamed: dict[str, str | None] | None = None,
+) -> None:
+    """Each dataset family reads only the parameters it declares (``family.params``); any other
+    ``prefix.key`` set to a non-default value is an error naming the dataset and what it takes.
+
+    ``renamed`` maps an app key to the family's name for it (``image_size`` -> ``resolution``;
+    ``None``: the key means nothing for this family); a nested dict counts by its own name.
+    """
+    renamed = renamed or {}
+    takes = set(getattr(family, "params", ()))
+    for key, value in params.items():
+        default = defaults.get(key)
+        if key in defaults and value == default:
+            continue
+        if renamed.get(key, key) in takes:
+            continue
+        if isinstance(value, dict):  # name the first nested leaf that was changed
+            key, value = next(
+                (f"{key}.{k}", v) for k, v in value.items() if v != (default or {}).get(k)
+            )
+        app_name = {v: k for k, v in renamed.items() if v is not None}
+        accepted = sorted(app_name.get(t, t) for t in takes)
+        raise ConfigError(
+            f"{prefix}.{key}={value} is not used by dataset {dataset}, which takes "
+            f"{accepted or 'no dataset parameters'}; remove it"
+        )
+
+
 FFT_CHOICES = {True: True, False: False, "auto": None}
 """``conv.use_fft``: an explicit choice is honoured (true: FFT, false: direct); ``auto`` picks by
 the measured cost rule (:func:`ccnn.nn.functional.conv_nd`)."""

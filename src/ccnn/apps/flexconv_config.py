@@ -36,8 +36,14 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ccnn.apps.common import ConfigError, check_unused_keys, fft_choice, select_options
-from ccnn.data.base import DataOptions, DatasetMeta
+from ccnn.apps.common import (
+    ConfigError,
+    check_dataset_params,
+    check_unused_keys,
+    fft_choice,
+    select_options,
+)
+from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.nn.conv import CONVS, DiscreteConv
 from ccnn.nn.kernels import KERNELS, kernel_options
@@ -624,6 +630,8 @@ def data_options(cfg: DictConfig, resolution: int | None = None) -> DataOptions:
         params["pad_mode"] = "mask"  # the published encoding: zero fill + mask channel
     if resolution is not None and family == "Imagenet-k":
         params["resolution"] = int(resolution)
+    chosen = {k: v for k, v in params.items() if k != "pad_mode"}  # pad_mode: set above
+    check_dataset_params("dataset_params", cfg.dataset, DATASETS.get(family), chosen, {})
     return DataOptions(
         name=family,
         data_type=data_type,

@@ -120,9 +120,6 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> Run:
         checkpoint: ``"best"`` (the checkpoint the run tested; ``last`` when the run had no
             validation split) or ``"last"``.
     """
-    from ccnn.train.pretrained import network_state
-    from ccnn.train.runner import check_state_fits
-
     run_dir = Path(run_dir)
     results = read_json(run_dir / "results.json")
     if "config" not in results:
@@ -136,12 +133,39 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> Run:
     if checkpoint == "best" and not path.is_file():
         path = folder / "last.ckpt"  # runs without a validation split test the final model
     datamodule = _build_datamodule(app, cfg)
-    meta = datamodule.meta
+    network = _trained_network(path, app, cfg, datamodule.meta, load_torch(path))
+    return Run(network, cfg, datamodule.meta, results, path, app, datamodule)
+
+
+def _trained_network(path: Path, app: str, cfg: DictConfig, meta: DatasetMeta, saved: dict):
+    """The network ``cfg`` builds, with the weights of checkpoint ``saved``, in eval mode."""
+    from ccnn.train.pretrained import network_state
+    from ccnn.train.runner import check_state_fits
+
     torch.manual_seed(0)  # the initial weights are replaced; keep the global RNG predictable
     network = _build_network(app, cfg, meta)
-    saved = load_torch(path)
     state = network_state(saved)
-    check_state_fits(path, state, network.state_dict(), saved.get("ccnn_config"), results["config"])
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_state_fits(path, state, network.state_dict(), saved.get("ccnn_config"), config)
     network.load_state_dict(state)
-    network.eval()
-    return Run(network, cfg, meta, results, path, app, datamodule)
+    return network.eval()
+
+
+def module_from_checkpoint(path: str | os.PathLike):
+    """A :class:`~ccnn.train.module.ClassificationModule` with the trained network of a
+    ``main.py`` / ``run_experiment.py`` checkpoint, rebuilt from the configuration the
+    checkpoint records (verified, tensors only) — what ``load_from_checkpoint`` returns."""
+    from ccnn.train.module import ClassificationModule
+
+    path = Path(path)
+    saved = load_torch(path)
+    if not isinstance(saved.get("ccnn_config"), dict):
+        raise OptionError(
+            f"{path} records no ccnn configuration (written by another program?); "
+            "load_from_checkpoint needs a checkpoint of main.py or run_experiment.py"
+        )
+    app = _app(saved["ccnn_config"])
+    cfg = OmegaConf.create(saved["ccnn_config"])
+    meta = _build_datamodule(app, cfg).meta
+    network = _trained_network(path, app, cfg, meta, saved)
+    return ClassificationModule(network, meta.num_classes)

@@ -92,6 +92,10 @@ class DatasetSplits:
 
 
 class DatasetFamily(Protocol):
+    params: tuple[str, ...]
+    """The ``DataOptions.params`` keys this family reads (a nested dict counts by its name);
+    the apps reject any other dataset parameter set to a non-default value."""
+
     def meta(self, opts: DataOptions) -> DatasetMeta: ...
 
     def load(self, opts: DataOptions) -> DatasetSplits: ...

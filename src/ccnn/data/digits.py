@@ -8,6 +8,8 @@ training-set mean/std. ``augment`` adds random ±1 pixel shifts (images and sequ
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch.utils.data import TensorDataset
 
@@ -25,6 +27,9 @@ from ccnn.data.transforms import ImageBatchTransform
 @DATASETS.register("Digits", "digits")
 class Digits:
     """sklearn ``load_digits`` as images or sequences."""
+
+    params: ClassVar[tuple[str, ...]] = ()
+    embedded: ClassVar[bool] = True  # no files: dataset.data_dir means nothing
 
     def meta(self, opts: DataOptions) -> DatasetMeta:
         check_data_type(opts, ("default", "sequence"))

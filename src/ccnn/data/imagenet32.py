@@ -158,6 +158,7 @@ def read_batches(paths: list[Path], k: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 class _DownsampledImageNet:
+    params: ClassVar[tuple[str, ...]] = ("resolution",)
     name: ClassVar[str]
     resolution: ClassVar[int | None] = None
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import csv
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -153,7 +154,9 @@ def read_listops_tsv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 @DATASETS.register("ListOps", "listops")
 class ListOps:
-    """LRA ListOps: ``(1, 2048)`` float token ids, 10 classes."""
+    """LRA ListOps: ``(1, 2048)`` float token ids, 10 classes (the release's own val split)."""
+
+    params: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def meta(cls, opts: DataOptions) -> DatasetMeta:
@@ -221,6 +224,8 @@ class IMDB:
 
     Params: ``lra_val`` (``"train"`` default | ``"test"``), ``val_fraction`` (0.1).
     """
+
+    params: ClassVar[tuple[str, ...]] = ("lra_val", "val_fraction")
 
     @classmethod
     def meta(cls, opts: DataOptions) -> DatasetMeta:
@@ -329,6 +334,8 @@ class PathFinder:
 
     Params: ``resolution`` (32, 64, 128, 256).
     """
+
+    params: ClassVar[tuple[str, ...]] = ("resolution",)
 
     @classmethod
     def meta(cls, opts: DataOptions) -> DatasetMeta:

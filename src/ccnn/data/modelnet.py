@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -228,6 +229,12 @@ def _options(opts: DataOptions) -> tuple[str, int, int]:
             f"dataset.params.modelnet.modelnet_name must be '10' or '40', got {name!r}"
         )
     num_nodes = int(mn.get("num_nodes", -1))
+    fallback = opts.param("num_nodes", DEFAULT_NUM_NODES)
+    if num_nodes > 0 and fallback not in (None, DEFAULT_NUM_NODES):
+        raise DataConfigError(
+            f"dataset.params.num_nodes={fallback} and dataset.params.modelnet.num_nodes="
+            f"{num_nodes} both set the points per cloud; keep one"
+        )
     if num_nodes <= 0:
         num_nodes = int(opts.param("num_nodes", DEFAULT_NUM_NODES) or DEFAULT_NUM_NODES)
     resampling = int(mn.get("resampling_factor", 1))
@@ -245,6 +252,8 @@ def _options(opts: DataOptions) -> tuple[str, int, int]:
 @DATASETS.register("ModelNet", "ModelNet10", "ModelNet40")
 class ModelNet:
     """ModelNet10/40 meshes as clouds of ``num_nodes`` points with normals; see the module doc."""
+
+    params: ClassVar[tuple[str, ...]] = ("modelnet", "num_nodes")
 
     def meta(self, opts: DataOptions) -> DatasetMeta:
         check_data_type(opts, ("pointcloud",))

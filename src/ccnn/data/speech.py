@@ -35,6 +35,7 @@ import math
 import wave
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -436,6 +437,8 @@ class SpeechCommands:
 
     Params: ``mfcc`` (bool), ``drop_rate`` (fraction, or percentage if >= 1).
     """
+
+    params: ClassVar[tuple[str, ...]] = ("mfcc", "drop_rate")
 
     @classmethod
     def meta(cls, opts: DataOptions) -> DatasetMeta:

@@ -65,6 +65,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -268,6 +269,13 @@ def _options(opts: DataOptions) -> tuple[str, str, float, float]:
 class _UEABase:
     """Shared meta/load for a named UEA/UCR set."""
 
+    params: ClassVar[tuple[str, ...]] = (
+        "pad_mode",
+        "normalize",
+        "uea_split",
+        "val_fraction",
+        "drop_rate",
+    )
     allow_bundled = True
 
     @classmethod
@@ -427,6 +435,8 @@ def compact_observed(
 @DATASETS.register("UEA", "UCR")
 class UEA(_UEABase):
     """Any UEA/UCR classification set named by ``params.uea_name`` (see module docstring)."""
+
+    params: ClassVar[tuple[str, ...]] = ("uea_name", *_UEABase.params)
 
     @classmethod
     def set_name(cls, opts: DataOptions) -> str:

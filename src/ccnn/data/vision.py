@@ -252,6 +252,7 @@ class MNIST:
         "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
     }
     """File name → md5 of the gzipped file."""
+    params: ClassVar[tuple[str, ...]] = ("permuted",)
     folder = "MNIST/raw"
     official_train, official_val = 60_000, 5_000
 
@@ -363,6 +364,7 @@ class _CIFAR:
     url: ClassVar[str]
     md5: ClassVar[str]
     mirrors: ClassVar[tuple[str, ...]] = ()
+    params: ClassVar[tuple[str, ...]] = ("grayscale", "noise_padded", "permuted", "resolution")
     folder: ClassVar[str]
     train_files: ClassVar[tuple[str, ...]]
     test_files: ClassVar[tuple[str, ...]]
@@ -501,6 +503,7 @@ class STL10:
     url: ClassVar[str] = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
     md5: ClassVar[str] = "91f7769df0f17e558f3565bffb0c7dfb"
     mirrors: ClassVar[tuple[str, ...]] = ()
+    params: ClassVar[tuple[str, ...]] = ("resolution",)
     folder = "stl10_binary"
     files = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
     official_train, official_val = 5_000, 500

@@ -231,6 +231,13 @@ class CCNN(nn.Module):
             x = block(x, *ctx, **seq) if isinstance(block, Block) else block(x)
         return apply_norm(self.out_norm, x, mask)
 
+    def extra_repr(self) -> str:
+        return (
+            f"readout={self.readout}, time_path={self.time_path}, "
+            f"time_resolution={self.time_resolution}, gap_weights={self.gap_weights}, "
+            f"observation_dropout={self.observation_dropout}"
+        )
+
     def _hide_observations(self, x: torch.Tensor, seq: dict, times) -> None:
         """Training augmentation (``observation_dropout``): hide random observed steps."""
         mask = seq.get("mask")

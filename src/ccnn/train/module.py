@@ -82,6 +82,19 @@ class ClassificationModule(L.LightningModule):
         self.nonfinite_patience = nonfinite_patience
         self._nonfinite_in_a_row = 0
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs):
+        """The module of a ``main.py`` / ``run_experiment.py`` checkpoint, ready to evaluate
+        (``trainer.test(module, datamodule=...)``): the network is rebuilt from the
+        configuration recorded in the checkpoint and its weights are loaded (verified, tensors
+        only). ``map_location`` and other Lightning arguments are not needed: the module is
+        returned on the CPU."""
+        from ccnn.apps.runs import module_from_checkpoint
+
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        return module_from_checkpoint(checkpoint_path)
+
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.track_grad_norm > 0:
             from lightning.pytorch.utilities import grad_norm

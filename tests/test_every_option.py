@@ -1,0 +1,298 @@
+"""Every leaf of the CCNN configuration schema does something or is refused.
+
+For each key of ``CCNNConfig`` the test sets another valid value (in a context where the key
+applies, e.g. a UEA set for ``dataset.params.pad_mode``) and builds the run exactly as
+``main.py`` does (:func:`ccnn.apps.ccnn_main.plan`: validated config, data module, network with
+pretrained weights, optimiser/schedule settings, trainer settings, what the run will do). The
+key passes if that plan differs from the plan without it, or if the run is refused at start with
+an option error. Keys accepted only for compatibility must warn; keys that mean nothing here
+must be refused. A key that can do neither is a silent no-op: the test fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ccnn.apps import ccnn_config
+from ccnn.apps.ccnn_main import compose, plan
+from ccnn.apps.common import schema_keys
+from ccnn.errors import OptionError
+
+UEA = ["experiment=uea", "dataset.params.uea_name=ItalyPowerDemand", "train.steps=2"]
+FAKE = ["dataset.fake=true", "device=cpu"]
+MNIST = [*FAKE, "experiment=smnist_ccnn_4_140"]
+FILES = ["device=cpu", "dataset.data_dir={data}"]  # small files in the real formats
+NO_MASK = [
+    "conv.type=SeparableCKConv",
+    "mask.type=''",
+    "mask.init_value=-1",
+    "mask.threshold=-1",
+    "mask.dynamic_cropping=false",
+]
+CIFAR = [*FAKE, "experiment=scifar10_ccnn_4_140"]
+SPEECH = [*FAKE, "experiment=raw_ccnn_4_140"]
+MODELNET = [*FAKE, "experiment=modelnet40_ccnn_4_16"]
+PATHFINDER = [*FAKE, "experiment=pathfinder_ccnn_4_140"]
+STEPS = ["train.epochs=-1", "train.steps=50"]
+PLATEAU = ["scheduler.name=plateau", "scheduler.factor=0.5", "scheduler.patience=3"]
+NO_WARMUP = ["scheduler.warmup_epochs=-1"]
+
+# key -> (another valid value, the context in which the key applies)
+CASES: dict[str, tuple[Any, list[str]]] = {
+    "device": ("cuda" if not torch.cuda.is_available() else "cpu", []),
+    "no_workers": (1, []),
+    "seed": (1, []),
+    "net.type": ("ResNet_image", []),  # 1D digits: the 2D form is refused
+    "net.no_stages": (2, []),
+    "net.data_dim": (2, []),
+    "net.dropout_type": ("Dropout", []),
+    "net.norm": ("LayerNorm", []),
+    "net.nonlinearity": ("ReLU", []),
+    "net.block_width_factors": ("[1.0,1,2.0,1]", []),
+    "net.block.type": ("default", []),
+    "net.downsampling": ("[0]", []),
+    "net.downsampling_size": (3, ["net.downsampling=[0]"]),
+    "net.readout": ("last", []),
+    "net.embedding_dim": (8, []),
+    "net.observation_dropout": (0.2, []),
+    "kernel.type": ("SIREN", []),
+    "kernel.omega_0": (50.0, []),
+    "kernel.omega_0_per_length": (0.5, []),
+    "kernel.input_scale": (3.0, []),
+    "kernel.size": ("full", []),
+    "kernel.norm": ("BatchNorm", []),
+    "kernel.nonlinearity": ("ReLU", []),
+    "kernel.init_spatial_value": (0.5, []),
+    "kernel.num_edges": (5, []),
+    "kernel.bottleneck_factor": (2, []),
+    "mask.type": ("gaussian", NO_MASK),
+    "mask.init_value": (0.2, []),
+    "mask.init_steps": (6.0, UEA),
+    "mask.threshold": (0.2, []),
+    "conv.type": ("FlexConv", []),
+    "conv.use_fft": ("false", []),
+    "conv.padding": ("valid", []),
+    "conv.stride": (2, []),
+    "conv.stem_type": ("FlexConv", []),
+    "dataset.name": ("sMNIST", MNIST),
+    "dataset.data_type": ("default", []),
+    "dataset.params.permuted": (True, [*FILES, "experiment=smnist_ccnn_4_140"]),
+    "dataset.params.noise_padded": (True, CIFAR),
+    "dataset.params.grayscale": (True, CIFAR),
+    "dataset.params.mfcc": (True, SPEECH),
+    "dataset.params.drop_rate": (0.3, UEA),
+    "dataset.params.num_nodes": (256, [*MODELNET, "dataset.params.modelnet.num_nodes=-1"]),
+    "dataset.params.resolution": (64, PATHFINDER),
+    "dataset.params.modelnet.num_nodes": (256, MODELNET),
+    "dataset.params.modelnet.voxelize": (True, MODELNET),
+    "dataset.params.modelnet.modelnet_name": (
+        "10",
+        MODELNET,
+    ),
+    "dataset.params.uea_name": ("GunPoint", UEA),
+    "dataset.params.pad_mode": ("mask", UEA + ["dataset.params.drop_rate=0.3"]),
+    "dataset.params.uea_split": ("random", UEA),
+    "dataset.params.normalize": ("dataset", UEA),
+    "dataset.params.val_fraction": (0.2, UEA),
+    "dataset.params.lra_val": (
+        "test",
+        [*FILES, "experiment=listops_ccnn_4_140", "dataset.name=IMDB"],
+    ),
+    "dataset.params.image_size": (16, CIFAR),
+    "dataset.params.metric": ("acc", []),
+    "dataset.data_dir": ("/tmp/ccnn-elsewhere", []),
+    "train.epochs": (3, []),
+    "train.batch_size": (32, []),
+    "train.grad_clip": (1.0, []),
+    "train.max_epochs_no_improvement": (5, []),
+    "train.track_grad_norm": (2, []),
+    "train.accumulate_grad_steps": (2, []),
+    "train.num_nodes": (2, []),
+    "train.avail_gpus": (2, []),
+    "train.limit_batches": (3, []),
+    "train.resume": ("/nonexistent/last.ckpt", []),
+    "train.steps": (80, STEPS),
+    "train.position_budget": (1e4, STEPS),
+    "train.nonfinite_patience": (2, []),
+    "train.ema_decay": (0.9, []),
+    "optimizer.name": ("SGD", []),
+    "optimizer.lr": (0.02, []),
+    "optimizer.mask_lr_ratio": (0.5, []),
+    "optimizer.momentum": (0.9, ["optimizer.name=SGD"]),
+    "optimizer.nesterov": (True, ["optimizer.name=SGD", "optimizer.momentum=0.9"]),
+    "optimizer.weight_decay": (1e-4, []),
+    "optimizer.weight_decay_type": ("decoupled", ["optimizer.weight_decay=1e-4"]),
+    "scheduler.name": ("plateau", [*NO_WARMUP, "scheduler.factor=0.5", "scheduler.patience=3"]),
+    "scheduler.decay_steps": (10, ["scheduler.name=multistep", "scheduler.factor=0.5"]),
+    "scheduler.factor": (0.2, [*NO_WARMUP, *PLATEAU]),
+    "scheduler.patience": (5, [*NO_WARMUP, *PLATEAU]),
+    "scheduler.warmup_epochs": (3.0, []),
+    "scheduler.warmup_steps": (10, []),
+    "scheduler.mode": ("min", [*NO_WARMUP, *PLATEAU]),
+    "test.batch_size_multiplier": (2, []),
+    "wandb.project": ("other", ["debug=false"]),
+    "wandb.entity": ("other", ["debug=false"]),
+    "pretrained.alias": ("last", []),
+    "pretrained.filename": ("run.ckpt", []),
+}
+LABELS = {"comment": "a free-text note, stored with the run's config and results"}
+"""Keys that label a run and are not meant to change it."""
+FILES_ONLY = {
+    "dataset.params.modelnet.resampling_factor": (
+        "test_modelnet.py::test_zip_download_extract_splits_and_cache"
+    ),
+}
+"""Keys whose effect needs the dataset's real files (here: meshes sampled again) — held by the
+named test, which asserts that effect on small files in the real format."""
+
+
+def _other(value: Any) -> Any:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 3 if value > 0 else 1
+    if isinstance(value, float):
+        return value * 0.5 if value > 0 else 0.25
+    raise AssertionError(f"no generic other value for {value!r}: add the key to CASES")
+
+
+def _digest(tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _outputs(network, batch) -> str:
+    """Logits of a copy of the network (train mode, then eval mode) on ``batch``."""
+    net = copy.deepcopy(network)
+    x, extra = batch[0], batch[2:]
+    names = ("mask", "times")
+    out = []
+    with torch.no_grad():
+        for mode in (True, False):
+            torch.manual_seed(0)
+            out.append(net.train(mode)(x, **dict(zip(names, extra))))
+    return _digest(out)
+
+
+def fingerprint(args: list[str], tmp_path) -> dict[str, Any]:
+    """What a run built from ``args`` would be, in comparable values."""
+    from ccnn.train.runner import resolve_accelerator
+
+    cfg = compose(args)
+    p = plan(cfg, str(tmp_path))
+    network = p.module.network
+    settings = dataclasses.asdict(p.settings)
+    settings.pop("run_dir")
+    settings["device"] = resolve_accelerator(settings["device"])
+    if settings["logger"] != "wandb":
+        settings.pop("wandb")
+    dm = p.datamodule
+    dm.setup()
+    torch.manual_seed(0)
+    batches = [next(iter(loader())) for loader in (dm.train_dataloader, dm.test_dataloader)]
+    transform = dm.splits.batch_transform
+    if transform is not None:  # as the training step applies it (augmentation included)
+        torch.manual_seed(0)
+        batches = [(transform(b[0], i == 0), *b[1:]) for i, b in enumerate(batches)]
+    return {
+        "network": (
+            str(network),
+            _digest(network.state_dict().values()),
+            [name for name, p in network.named_parameters() if p.requires_grad],
+            _outputs(network, batches[0]),
+        ),
+        "module": (
+            repr(p.module.optim),
+            repr(p.module.schedule),
+            p.module.track_grad_norm,
+            [name for name, *_ in p.module.loss_terms],
+        ),
+        "trainer": settings,
+        "data": (
+            repr(dm.meta),
+            dm.batch_size,
+            dm.test_batch_size,
+            dm.num_workers,
+            dm.drop_last,
+            dm.seed,
+            [len(s) for s in (dm.splits.train, dm.splits.val, dm.splits.test)],
+            [_digest(b) for b in batches],
+        ),
+        "flow": (p.do_train, p.test_before_train),
+    }
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from data_fixtures import write_mnist
+    from sequence_fixtures import write_imdb
+
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root / "MNIST" / "raw")
+    write_imdb(root, per_class=10)
+    return root
+
+
+_BEFORE: dict[tuple[str, ...], dict[str, Any]] = {}
+"""Fingerprints of the contexts, computed once."""
+
+
+def _leaves() -> list[str]:
+    return [k for k, leaf in schema_keys(ccnn_config.CCNNConfig).items() if leaf]
+
+
+def test_cases_name_real_keys():
+    assert set(CASES) <= set(_leaves()) and set(LABELS) <= set(_leaves())
+
+
+def test_keys_held_elsewhere_have_their_test():
+    import importlib
+
+    for key, where in FILES_ONLY.items():
+        module, name = where.split("::")
+        assert key in _leaves() and hasattr(importlib.import_module(module[:-3]), name)
+
+
+@pytest.mark.parametrize("key", [k for k in _leaves() if k not in {**LABELS, **FILES_ONLY}])
+def test_every_key_changes_the_run_or_is_refused(key, tmp_path, data_dir, monkeypatch):
+    from ccnn.data import vision
+
+    # fixture MNIST files are not the released ones: no md5 for files already present
+    monkeypatch.setattr(vision.MNIST, "resources", dict.fromkeys(vision.MNIST.resources))
+    default = OmegaConf.select(OmegaConf.structured(ccnn_config.CCNNConfig), key)
+    value, context = CASES.get(key, (None, []))
+    context = [arg.format(data=data_dir) for arg in context]
+    base_cfg = compose(context)
+    if key not in CASES:
+        value = _other(OmegaConf.select(base_cfg, key))
+    value = str(value).lower() if isinstance(value, bool) else value
+    changed = [*context, f"{key}={value}"]
+    if tuple(context) not in _BEFORE:  # the context itself must build
+        _BEFORE[tuple(context)] = fingerprint(context, tmp_path / "before")
+    before = _BEFORE[tuple(context)]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            after = fingerprint(changed, tmp_path / "after")
+        except OptionError as err:  # refused at start, with a message
+            assert key in str(err) or str(value) in str(err), err
+            assert key not in ccnn_config.COMPATIBILITY_KEYS
+            return
+    if key in ccnn_config.UNUSED_KEYS:
+        pytest.fail(f"{key} means nothing here and must be refused (default {default!r})")
+    if key in ccnn_config.COMPATIBILITY_KEYS:
+        assert any("accepted for compatibility" in str(w.message) for w in seen)
+        return
+    differs = [part for part in after if after[part] != before[part]]
+    assert differs, f"{key}={value} changed nothing in the run (context {context})"
