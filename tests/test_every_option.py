@@ -296,3 +296,59 @@ def test_every_key_changes_the_run_or_is_refused(key, tmp_path, data_dir, monkey
         return
     differs = [part for part in after if after[part] != before[part]]
     assert differs, f"{key}={value} changed nothing in the run (context {context})"
+
+
+# -- the paper models: the app's network is the registry's ------------------------------------
+
+
+def _paper_commands() -> list[str]:
+    from pathlib import Path
+
+    import ccnn.configs.ccnn as configs
+
+    folder = Path(configs.__file__).parent / "experiment"
+    return sorted(p.stem for p in folder.glob("*_ccnn_[46]_*.yaml") if "modelnet" not in p.stem)
+
+
+@pytest.mark.parametrize("experiment", _paper_commands())
+def test_app_networks_are_the_registry_models(experiment):
+    """Each CCNN paper command builds ``create_model("ccnn_<blocks>_<width>")`` given only the
+    per-task settings of the command (ω0, mask width, kernel size, causality, dropout, width
+    factors, pooling; the kernel width where a command departs from the paper's): same modules,
+    same initial weights."""
+    from ccnn import create_model
+
+    cfg = compose([f"experiment={experiment}", "dataset.fake=true", "device=cpu"])
+    meta = ccnn_config.build_datamodule(cfg).meta
+    torch.manual_seed(0)
+    app = ccnn_config.build_network(cfg, meta)
+    kw = ccnn_config.conv_kwargs(cfg, meta)
+    task = {
+        "omega_0": kw["kernel_kwargs"]["omega_0"],
+        "causal": kw["causal"],
+        "kernel_size": kw["kernel_size"],
+        "mask_init_value": kw["mask_kwargs"]["init_value"],
+        "use_fft": kw["use_fft"],
+        "dropout": cfg.net.dropout,
+        "dropout_in": cfg.net.dropout_in,
+        "dropout_type": cfg.net.dropout_type,
+        "block_width_factors": list(cfg.net.block_width_factors),
+        "downsampling": list(cfg.net.downsampling),
+        "downsampling_size": cfg.net.downsampling_size,
+    }
+    if cfg.kernel.no_hidden != (32 if cfg.net.no_blocks == 4 else 64):
+        task["kernel_hidden"] = cfg.kernel.no_hidden
+    variant = f"ccnn_{cfg.net.no_blocks}_{cfg.net.no_hidden}"
+    torch.manual_seed(0)
+    model = create_model(
+        variant,
+        in_channels=meta.in_channels,
+        out_channels=app.out_channels,
+        data_dim=meta.data_dim,
+        **task,
+    )
+    assert str(model) == str(app)
+    a, b = app.state_dict(), model.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

@@ -64,14 +64,18 @@ def _ccnn_variant(
 
 @MODELS.register("ccnn_4_140")
 def ccnn_4_140(in_channels: int, out_channels: int, data_dim: int = 1, **kwargs: Any) -> CCNN:
-    """CCNN-4,140: 4 S4 blocks of width 140, MAGNet kernels with 32 hidden units."""
-    return _ccnn_variant(4, 140, 32, in_channels, out_channels, data_dim, **kwargs)
+    """CCNN-4,140: 4 S4 blocks of width 140, MAGNet kernels with 32 hidden units
+    (``kernel_hidden=`` overrides)."""
+    hidden = kwargs.pop("kernel_hidden", 32)
+    return _ccnn_variant(4, 140, hidden, in_channels, out_channels, data_dim, **kwargs)
 
 
 @MODELS.register("ccnn_6_380")
 def ccnn_6_380(in_channels: int, out_channels: int, data_dim: int = 1, **kwargs: Any) -> CCNN:
-    """CCNN-6,380: 6 S4 blocks of width 380, MAGNet kernels with 64 hidden units."""
-    return _ccnn_variant(6, 380, 64, in_channels, out_channels, data_dim, **kwargs)
+    """CCNN-6,380: 6 S4 blocks of width 380, MAGNet kernels with 64 hidden units
+    (``kernel_hidden=`` overrides: the published ListOps command uses 32)."""
+    hidden = kwargs.pop("kernel_hidden", 64)
+    return _ccnn_variant(6, 380, hidden, in_channels, out_channels, data_dim, **kwargs)
 
 
 @MODELS.register("ccnn")
