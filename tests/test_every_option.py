@@ -312,7 +312,8 @@ def _paper_commands() -> list[str]:
 
 @pytest.mark.parametrize("experiment", _paper_commands())
 def test_app_networks_are_the_registry_models(experiment):
-    """Each CCNN paper command builds ``create_model("ccnn_<blocks>_<width>")`` given only the
+    """The app builds through the registry (``create_model("ccnn")``); each CCNN paper command
+    builds ``create_model("ccnn_<blocks>_<width>")`` given only the
     per-task settings of the command (ω0, mask width, kernel size, causality, dropout, width
     factors, pooling; the kernel width where a command departs from the paper's): same modules,
     same initial weights."""

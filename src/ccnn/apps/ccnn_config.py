@@ -29,8 +29,7 @@ from ccnn.apps.common import (
 )
 from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
-from ccnn.models.ccnn import CCNN
-from ccnn.models.pointcloud import PointCCNN
+from ccnn.models import create_model
 from ccnn.nn.conv import CONVS, continuous_convs
 from ccnn.nn.kernels import KERNELS, kernel_options
 from ccnn.nn.masks import MASKS
@@ -595,9 +594,10 @@ def build_network(cfg: DictConfig, meta: DatasetMeta):
             cfg.net.observation_dropout == 0,
             "net.observation_dropout is for 1D series; point clouds have no observation mask",
         )
-        return PointCCNN(
-            meta.in_channels,
-            out_channels,
+        return create_model(
+            "point_ccnn",
+            in_channels=meta.in_channels,
+            out_channels=out_channels,
             data_dim=meta.data_dim,
             conv_kwargs=point_conv_kwargs(cfg),
             **common,
@@ -613,7 +613,8 @@ def build_network(cfg: DictConfig, meta: DatasetMeta):
             f"kernel.{key}={cfg.kernel[key]} is a point-convolution option; conv.type="
             f"{cfg.conv.type} does not use it (remove it, or use one of {list(POINT_CONVS)})",
         )
-    network = CCNN(
+    network = create_model(
+        "ccnn",
         stem_conv_type=cfg.conv.stem_type or None,
         in_channels=cfg.net.embedding_dim if vocab else meta.in_channels,
         out_channels=out_channels,

@@ -25,9 +25,11 @@ import torch
 
 from ccnn.errors import OptionError
 from ccnn.models.ccnn import CCNN
+from ccnn.models.registry import MODELS
 from ccnn.nn.pointconv import POINT_CONVS, build_neighbourhood, build_point_conv
 
 
+@MODELS.register("point_ccnn")
 class PointCCNN(CCNN):
     """Residual network of point convolutions for classification of point clouds.
 
