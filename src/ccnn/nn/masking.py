@@ -101,6 +101,13 @@ def time_span(times: torch.Tensor, mask: torch.Tensor | None) -> float:
     return float(span.max())
 
 
+def _positions(mask: torch.Tensor, times: torch.Tensor | None) -> torch.Tensor:
+    """``times``, or the grid index of each step of ``mask (b, l)`` when there are none."""
+    if times is not None:
+        return times
+    return torch.arange(mask.shape[-1], device=mask.device, dtype=mask.dtype).expand_as(mask)
+
+
 def missing_fraction(mask: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
     """Fraction of the steps inside the series' spans (first to last observation) that are not
     observed: 0 for fully observed series, also padded ones. With ``times`` the span is counted
@@ -108,9 +115,7 @@ def missing_fraction(mask: torch.Tensor, times: torch.Tensor | None = None) -> t
 
     Shapes: ``(b, l)[, (b, l)] -> ()``.
     """
-    observed = mask > 0
-    if times is None:
-        times = torch.arange(mask.shape[-1], device=mask.device, dtype=mask.dtype).expand_as(mask)
+    observed, times = mask > 0, _positions(mask, times)
     hi = torch.where(observed, times, -torch.inf).amax(-1)
     lo = torch.where(observed, times, torch.inf).amin(-1)
     steps = torch.where(observed.any(-1), hi - lo + 1, torch.zeros_like(hi)).sum()
@@ -138,9 +143,7 @@ def gap_weights(
 
     Shapes: ``(b, l)[, (b, l)] -> (b, l)`` (0 where unobserved).
     """
-    observed = mask > 0
-    if times is None:
-        times = torch.arange(mask.shape[-1], device=mask.device, dtype=mask.dtype).expand_as(mask)
+    observed, times = mask > 0, _positions(mask, times)
     t = torch.where(observed, times.to(mask.dtype), torch.inf)
     t, order = t.sort(-1)
     kept = torch.isfinite(t)
