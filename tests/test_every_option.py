@@ -11,20 +11,15 @@ must be refused. A key that can do neither is a silent no-op: the test fails.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import hashlib
-import warnings
 from typing import Any
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
+import option_walk
 from ccnn.apps import ccnn_config
 from ccnn.apps.ccnn_main import compose, plan
 from ccnn.apps.common import schema_keys
-from ccnn.errors import OptionError
 
 UEA = ["experiment=uea", "dataset.params.uea_name=ItalyPowerDemand", "train.steps=2"]
 FAKE = ["dataset.fake=true", "device=cpu"]
@@ -154,83 +149,9 @@ FILES_ONLY = {
 named test, which asserts that effect on small files in the real format."""
 
 
-def _other(value: Any) -> Any:
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, int):
-        return value + 3 if value > 0 else 1
-    if isinstance(value, float):
-        return value * 0.5 if value > 0 else 0.25
-    raise AssertionError(f"no generic other value for {value!r}: add the key to CASES")
-
-
-def _digest(tensors) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _outputs(network, batch) -> str:
-    """Logits of a copy of the network (train mode, then eval mode) on ``batch``."""
-    net = copy.deepcopy(network)
-    x, extra = batch[0], batch[2:]
-    names = ("mask", "times")
-    out = []
-    with torch.no_grad():
-        for mode in (True, False):
-            torch.manual_seed(0)
-            out.append(net.train(mode)(x, **dict(zip(names, extra))))
-    return _digest(out)
-
-
 def fingerprint(args: list[str], tmp_path) -> dict[str, Any]:
     """What a run built from ``args`` would be, in comparable values."""
-    from ccnn.train.runner import resolve_accelerator
-
-    cfg = compose(args)
-    p = plan(cfg, str(tmp_path))
-    network = p.module.network
-    settings = dataclasses.asdict(p.settings)
-    settings.pop("run_dir")
-    settings["device"] = resolve_accelerator(settings["device"])
-    if settings["logger"] != "wandb":
-        settings.pop("wandb")
-    dm = p.datamodule
-    dm.setup()
-    torch.manual_seed(0)
-    batches = [next(iter(loader())) for loader in (dm.train_dataloader, dm.test_dataloader)]
-    transform = dm.splits.batch_transform
-    if transform is not None:  # as the training step applies it (augmentation included)
-        torch.manual_seed(0)
-        batches = [(transform(b[0], i == 0), *b[1:]) for i, b in enumerate(batches)]
-    return {
-        "network": (
-            str(network),
-            _digest(network.state_dict().values()),
-            [name for name, p in network.named_parameters() if p.requires_grad],
-            _outputs(network, batches[0]),
-        ),
-        "module": (
-            repr(p.module.optim),
-            repr(p.module.schedule),
-            p.module.track_grad_norm,
-            [name for name, *_ in p.module.loss_terms],
-        ),
-        "trainer": settings,
-        "data": (
-            repr(dm.meta),
-            dm.batch_size,
-            dm.test_batch_size,
-            dm.num_workers,
-            dm.drop_last,
-            dm.seed,
-            [len(s) for s in (dm.splits.train, dm.splits.val, dm.splits.test)],
-            [_digest(b) for b in batches],
-        ),
-        "flow": (p.do_train, p.test_before_train),
-    }
+    return option_walk.fingerprint(plan(compose(args), str(tmp_path)))
 
 
 @pytest.fixture(scope="module")
@@ -270,44 +191,28 @@ def test_every_key_changes_the_run_or_is_refused(key, tmp_path, data_dir, monkey
 
     # fixture MNIST files are not the released ones: no md5 for files already present
     monkeypatch.setattr(vision.MNIST, "resources", dict.fromkeys(vision.MNIST.resources))
-    default = OmegaConf.select(OmegaConf.structured(ccnn_config.CCNNConfig), key)
     value, context = CASES.get(key, (None, []))
-    context = [arg.format(data=data_dir) for arg in context]
-    base_cfg = compose(context)
-    if key not in CASES:
-        value = _other(OmegaConf.select(base_cfg, key))
-    value = str(value).lower() if isinstance(value, bool) else value
-    changed = [*context, f"{key}={value}"]
-    if tuple(context) not in _BEFORE:  # the context itself must build
-        _BEFORE[tuple(context)] = fingerprint(context, tmp_path / "before")
-    before = _BEFORE[tuple(context)]
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        try:
-            after = fingerprint(changed, tmp_path / "after")
-        except OptionError as err:  # refused at start, with a message
-            assert key in str(err) or str(value) in str(err), err
-            assert key not in ccnn_config.COMPATIBILITY_KEYS
-            return
-    if key in ccnn_config.UNUSED_KEYS:
-        pytest.fail(f"{key} means nothing here and must be refused (default {default!r})")
-    if key in ccnn_config.COMPATIBILITY_KEYS:
-        assert any("accepted for compatibility" in str(w.message) for w in seen)
-        return
-    differs = [part for part in after if after[part] != before[part]]
-    assert differs, f"{key}={value} changed nothing in the run (context {context})"
+    option_walk.walk_key(
+        key,
+        (value, [arg.format(data=data_dir) for arg in context]),
+        compose,
+        lambda args, name: fingerprint(args, tmp_path / name),
+        _BEFORE,
+        ccnn_config,
+    )
 
 
 # -- the paper models: the app's network is the registry's ------------------------------------
 
 
-def _paper_commands() -> list[str]:
+def _paper_commands(point_clouds: bool = False) -> list[str]:
     from pathlib import Path
 
     import ccnn.configs.ccnn as configs
 
     folder = Path(configs.__file__).parent / "experiment"
-    return sorted(p.stem for p in folder.glob("*_ccnn_[46]_*.yaml") if "modelnet" not in p.stem)
+    names = (p.stem for p in folder.glob("*_ccnn_[46]_*.yaml"))
+    return sorted(n for n in names if n.startswith("modelnet") == point_clouds)
 
 
 @pytest.mark.parametrize("experiment", _paper_commands())
@@ -347,6 +252,45 @@ def test_app_networks_are_the_registry_models(experiment):
         out_channels=app.out_channels,
         data_dim=meta.data_dim,
         **task,
+    )
+    assert str(model) == str(app)
+    a, b = app.state_dict(), model.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.parametrize("experiment", _paper_commands(point_clouds=True))
+def test_point_cloud_commands_build_the_registry_models(experiment):
+    """Each ModelNet paper command builds ``create_model("point_ccnn_<blocks>_<width>")`` given
+    only the command's per-task settings (width of the small nets, kernel width and ω0,
+    neighbours): same modules, same initial weights."""
+    from ccnn import create_model
+
+    cfg = compose([f"experiment={experiment}", "dataset.fake=true", "device=cpu"])
+    meta = ccnn_config.build_datamodule(cfg).meta
+    torch.manual_seed(0)
+    app = ccnn_config.build_network(cfg, meta)
+    six = cfg.net.no_blocks == 6
+    variant = "point_ccnn_6_380" if six else "point_ccnn_4_140"
+    published = {  # the variant's own defaults; only what a command changes is passed
+        "conv_type": "SeparablePointFlexConvDist" if six else "SeparablePointFlexConv",
+        "hidden_channels": 380 if six else 140,
+        "kernel_hidden": 64 if six else 32,
+        "num_neighbours": 64 if six else 256,
+        "omega_0": 500.0,
+    }
+    command = {
+        "conv_type": cfg.conv.type,  # Figure 8's CCNN-6,380: without the distance input
+        "hidden_channels": cfg.net.no_hidden,  # the small nets of Figure 8: 16, 32, 48
+        "kernel_hidden": cfg.kernel.no_hidden,
+        "num_neighbours": cfg.kernel.num_edges,
+        "omega_0": cfg.kernel.omega_0,
+    }
+    task = {k: v for k, v in command.items() if v != published[k]}
+    torch.manual_seed(0)
+    model = create_model(
+        variant, in_channels=meta.in_channels, out_channels=meta.num_classes, **task
     )
     assert str(model) == str(app)
     a, b = app.state_dict(), model.state_dict()

@@ -140,6 +140,48 @@ def test_paper_command_builds_the_derived_network(name):
         assert meta.input_shape[1:] == (cfg.cross_res.source_res,) * 2
 
 
+def _flexnet_magnet_commands() -> list[str]:
+    return [
+        name
+        for name, c in COMMANDS.items()
+        if "conv.type=FlexConv" in c["args"] and "kernel.type=MAGNet" in c["args"]
+    ]
+
+
+@pytest.mark.parametrize("name", _flexnet_magnet_commands())
+def test_flexnet_commands_build_the_registry_model(name):
+    """The app builds through the registry; each FlexConv + MAGNet paper command builds
+    ``create_model("flexnet_7")`` given only the command's per-task settings (data, kernel
+    size = horizon; depth and widths for the 5-block ImageNet32 net): same modules, same
+    initial weights."""
+    from ccnn import create_model
+
+    torch.manual_seed(0)
+    cfg, dm, app = built(name)
+    meta, n = dm.meta, cfg.net
+    task = {}
+    if n.no_blocks != 7:
+        task = {
+            "hidden_channels": n.no_hidden,
+            "num_blocks": n.no_blocks,
+            "block_width_factors": list(n.block_width_factors),
+        }
+    torch.manual_seed(0)
+    model = create_model(
+        "flexnet_7",
+        in_channels=meta.in_channels,
+        out_channels=meta.num_classes,
+        data_dim=meta.data_dim,
+        conv_kwargs={"kernel_size": resolve_horizon(cfg.conv.horizon, meta)},
+        **task,
+    )
+    assert str(model) == str(app)
+    a, b = app.state_dict(), model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_horizon_same_is_resolution_or_plus_one():
     cfg, dm, net = built("cifar10_flexnet7_srf")  # no conv.horizon: "same"
     assert resolve_horizon("same", dm.meta) == 33

@@ -393,3 +393,39 @@ def test_seed_experiment_smoke(exp, tmp_path):
     assert r["final_spatial"] == [32 // 2**n_blocks] * 2
     if exp in "HI":
         assert r["train_samples"] < r["train_samples_full"]
+
+
+@pytest.mark.filterwarnings("ignore:mixing horizon")
+@pytest.mark.parametrize("exp", [e for e in sorted(SEED_EXPERIMENTS) if e not in "AHI"])
+def test_seed_experiment_builds_the_registry_model(exp, tmp_path):
+    """``train.py`` builds through the registry: each seed experiment's network is
+    ``create_model("scattering_net", ...)`` with the command's flags read here by name (classes,
+    blocks, orientations, modulus, mixing horizon, low-pass-last): same modules, same weights."""
+    from ccnn import create_model
+    from ccnn.train.scattering import DistEnv, _Trainer
+
+    argv = shlex.split(f"{SEED_BASE} {SEED_EXPERIMENTS[exp]} {SMOKE}")
+    argv[argv.index("--save-dir") + 1] = str(tmp_path / "run")
+    cfg = parse_config(argv)
+    app = _Trainer(cfg, DistEnv(0, 1, 0, torch.device("cpu"))).model
+
+    def flag(name, default=None):
+        return argv[argv.index(name) + 1] if name in argv else default
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(
+        "scattering_net",
+        num_classes=1000,
+        in_channels=3,
+        input_size=32,
+        n_blocks=int(flag("--n-blocks")),
+        L=int(flag("--L")),
+        modulus_type=flag("--modulus-type", "complex_modulus"),
+        lowpass_last="--lowpass-last" in argv,
+        mixing_horizon=int(flag("--mixing-horizon")) if "--mixing-horizon" in argv else None,
+    )
+    assert str(model) == str(app)
+    a, b = app.state_dict(), model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -9,9 +9,7 @@ experiment ``digits`` runs (scikit-learn's handwritten digits; no download). Wit
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
@@ -28,25 +26,18 @@ from ccnn.apps.ccnn_config import (
     validate,
     validate_with_meta,
 )
-from ccnn.apps.common import ConfigError, check_experiment, check_overrides, report_errors
-from ccnn.train.runner import TrainerSettings
+from ccnn.apps.common import (
+    ConfigError,
+    RunPlan,
+    check_experiment,
+    check_overrides,
+    report_errors,
+)
 
 DEFAULT_EXPERIMENT = "digits"
 DATASET_PRESETS = {"UEA": "uea", "UCR": "uea"}
 """Experiment applied when ``dataset.name`` names one of these families and no experiment is
 given, so ``python main.py dataset.name=UEA dataset.params.uea_name=<set>`` works alone."""
-
-
-@dataclass
-class RunPlan:
-    """Everything a run is made of, built and checked before anything trains: every option of
-    the configuration acts through one of these (see ``tests/test_every_option.py``)."""
-
-    datamodule: Any
-    module: Any  # ClassificationModule: the network, optimiser and schedule settings
-    settings: TrainerSettings
-    do_train: bool
-    test_before_train: bool
 
 
 def plan(cfg: DictConfig, run_dir: str) -> RunPlan:
@@ -88,18 +79,9 @@ def plan(cfg: DictConfig, run_dir: str) -> RunPlan:
 
 def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
     """Build data, network and trainer from ``cfg``; train, test, write ``results.json``."""
-    from ccnn.train.runner import fit_and_test
-
     run_dir = run_dir or HydraConfig.get().runtime.output_dir
     p = plan(cfg, run_dir)
-    results = fit_and_test(
-        p.module,
-        p.datamodule,
-        p.settings,
-        do_train=p.do_train,
-        test_before_train=p.test_before_train,
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
+    results = p.fit_and_test(config=OmegaConf.to_container(cfg, resolve=True))
     _print_summary(cfg, results, run_dir)
     return results
 

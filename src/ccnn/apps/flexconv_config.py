@@ -372,6 +372,7 @@ def validate(cfg: DictConfig, crossres: bool = False) -> None:
     _validate_dataset_params(cfg)
     _validate_unsupported(cfg)
     _validate_summary(cfg)
+    _validate_pretrained(cfg)
     if cfg.net.type.startswith("CIFARResNet"):
         _require(
             not is_sequence_dataset(cfg),
@@ -448,6 +449,12 @@ def _validate_flexnet(cfg: DictConfig) -> None:
                 f"kernel.type={k.type} needs kernel.input_scale > 0, got {k.input_scale}",
             )
     if conv_type in MASKED_CONVS:
+        _require(
+            k.init_spatial_value == KernelConfig.init_spatial_value,
+            f"kernel.init_spatial_value={k.init_spatial_value} sets the initial extent of "
+            f"unmasked (CKConv) kernels; conv.type={c.type} starts from its mask "
+            "(mask.init_value); remove it",
+        )
         MASKS.get(m.type or "gaussian")
         _require(
             m.init_value > 0,
@@ -502,6 +509,12 @@ def _validate_dataset_params(cfg: DictConfig) -> None:
             "dataset_params.drop_rate is only defined for SpeechCommands and CharTrajectories, "
             f"got {cfg.dataset}",
         )
+    family = DATASETS.get(DATASETS_FLEXCONV[cfg.dataset][0])
+    _require(
+        not (p.root and getattr(family, "embedded", False)),
+        f"dataset_params.root={p.root} is not used by dataset={cfg.dataset} (its data ships "
+        "with the installed packages); remove it",
+    )
     _require(
         p.memory_size == -1,
         "dataset_params.memory_size (copy-memory tasks) is not supported; remove it",
@@ -544,9 +557,28 @@ def _validate_unsupported(cfg: DictConfig) -> None:
         )
 
 
+def _validate_pretrained(cfg: DictConfig) -> None:
+    if cfg.pretrained:
+        _require(
+            bool(cfg.pretrained_params.filepath),
+            "pretrained=True needs pretrained_params.filepath (a checkpoint or weights file)",
+        )
+        return
+    for key, default in (("pretrained_params.filepath", ""), ("pretrained_strict", True)):
+        _require(
+            OmegaConf.select(cfg, key) == default,
+            f"{key} is used only with pretrained=True; set pretrained=true or remove it",
+        )
+
+
 def _validate_summary(cfg: DictConfig) -> None:
     s = list(cfg.summary)
     if s in ([], [0]):
+        _require(
+            cfg.summary_depth == FlexConvConfig.summary_depth,
+            "summary_depth sets the depth of the summary=[B, C, *spatial] table; set summary "
+            "or remove it",
+        )
         return
     _require(
         all(isinstance(v, int) and v > 0 for v in s) and len(s) >= 3,
@@ -576,6 +608,11 @@ def _validate_crossres(cfg: DictConfig) -> None:
     _require(
         cr.resize_blur_sigma > 0,
         f"cross_res.resize_blur_sigma must be > 0, got {cr.resize_blur_sigma}",
+    )
+    _require(
+        cr.resize_blur or cr.blur or cr.resize_blur_sigma == CrossResConfig.resize_blur_sigma,
+        f"cross_res.resize_blur_sigma={cr.resize_blur_sigma} is the blur of "
+        "cross_res.resize_blur/cross_res.blur, and neither is set; set one or remove it",
     )
     if cfg.dataset == "Imagenet-k":
         from ccnn.data.imagenet32 import RESOLUTIONS
@@ -744,17 +781,16 @@ def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
 
 
 def build_network(cfg: DictConfig, meta: DatasetMeta) -> nn.Module:
-    """FlexNet (images), FlexTCN (sequences) or a CIFAR ResNet for ``cfg`` on ``meta``."""
+    """FlexNet (images), FlexTCN (sequences) or a CIFAR ResNet for ``cfg`` on ``meta``, built
+    through the model registry (``create_model``)."""
+    from ccnn.models import create_model  # the package registers every model
+
     out_channels = 1 if meta.num_classes == 2 else meta.num_classes
     n = cfg.net
     if n.type.startswith("CIFARResNet"):
-        from ccnn.models import create_model  # the package registers CIFARResNet*
-
         return create_model(n.type, num_classes=out_channels, in_channels=meta.in_channels)
-    from ccnn.models.flexnet import FlexNet, FlexTCN
-
-    cls = FlexTCN if meta.data_dim == 1 else FlexNet
-    return cls(
+    return create_model(
+        "flextcn" if meta.data_dim == 1 else "flexnet",
         in_channels=meta.in_channels,
         out_channels=out_channels,
         data_dim=meta.data_dim,
@@ -857,8 +893,6 @@ def resolve_seed(seed: int) -> int:
 def trainer_settings(cfg: DictConfig, run_dir: str, epochs: int | None = None) -> TrainerSettings:
     t = cfg.train
     epochs = t.epochs if epochs is None else epochs
-    if cfg.wandb.dir:
-        os.environ.setdefault("WANDB_DIR", cfg.wandb.dir)
     return TrainerSettings(
         run_dir=run_dir,
         epochs=epochs,
@@ -869,7 +903,7 @@ def trainer_settings(cfg: DictConfig, run_dir: str, epochs: int | None = None) -
         deterministic=cfg.deterministic,
         seed=cfg.seed,
         logger="csv" if cfg.debug else "wandb",
-        wandb={"project": cfg.wandb.project, "entity": cfg.wandb.entity},
+        wandb={"project": cfg.wandb.project, "entity": cfg.wandb.entity, "dir": cfg.wandb.dir},
         resume_from=t.resume,
         nonfinite_patience=t.nonfinite_patience,
         ema_decay=t.ema_decay,

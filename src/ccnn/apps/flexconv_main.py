@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ccnn.apps.common import ConfigError, check_experiment, check_overrides, report_errors
+from ccnn.apps.common import (
+    ConfigError,
+    RunPlan,
+    check_experiment,
+    check_overrides,
+    report_errors,
+)
 from ccnn.apps.flexconv_config import (
     FlexConvConfig,
     build_datamodule,
@@ -27,6 +34,7 @@ from ccnn.apps.flexconv_config import (
     validate_with_meta,
     with_seed,
 )
+from ccnn.train.runner import TrainerSettings
 
 CONFIG_MODULE = "ccnn.configs.flexconv"
 DEFAULT_EXPERIMENT = {False: "digits", True: "digits_crossres"}
@@ -69,27 +77,60 @@ def _prepare_network(cfg: DictConfig, meta):
     return network
 
 
-def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
-    """``run_experiment.py``: build data and network, train, test, write ``results.json``."""
+def plan(cfg: DictConfig, run_dir: str, crossres: bool = False) -> RunPlan:
+    """Validate ``cfg`` (whose ``seed`` is concrete: :func:`with_seed`) and build the data
+    module, network (pretrained weights loaded), training module and trainer settings of a run
+    (``crossres``: its training stage at ``cross_res.source_res``); nothing is trained."""
     import ccnn.data  # noqa: F401  (registers the dataset families)
-    from ccnn.train.runner import fit_and_test
 
-    validate(cfg)
-    cfg = with_seed(cfg)
+    validate(cfg, crossres=crossres)
     _seed(cfg.seed)  # the network's initialisation follows `seed` too
-    run_dir = run_dir or _hydra_run_dir()
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg, resolution=cfg.cross_res.source_res if crossres else None)
     meta = datamodule.meta
     validate_with_meta(cfg, meta)
     network = _prepare_network(cfg, meta)
-    results = fit_and_test(
-        _module(cfg, network, meta),
+    return RunPlan(
         datamodule,
-        trainer_settings(cfg, run_dir),
+        _module(cfg, network, meta),
+        trainer_settings(cfg, str(Path(run_dir) / "source") if crossres else run_dir),
         do_train=cfg.train.do,
         test_before_train=cfg.test.before_train,
-        config=OmegaConf.to_container(cfg, resolve=True),
     )
+
+
+@dataclass
+class CrossResPlan:
+    """A cross-resolution run: train as ``source``, evaluate on ``target`` (the same data at
+    ``cross_res.target_res``) with every continuous kernel resampled by ``scale``, then
+    fine-tune there with ``finetune`` (``None``: no fine-tuning)."""
+
+    source: RunPlan
+    scale: float
+    target: Any  # data module at the target resolution
+    finetune: TrainerSettings | None
+
+
+def plan_crossres(cfg: DictConfig, run_dir: str) -> CrossResPlan:
+    """The whole of a ``run_crossres.py`` run, built and checked before anything trains."""
+    cr = cfg.cross_res
+    source = plan(cfg, run_dir, crossres=True)
+    finetune = None
+    if cr.finetune_epochs > 0:
+        finetune = trainer_settings(cfg, str(Path(run_dir) / "finetune"), cr.finetune_epochs)
+    if hasattr(source.datamodule, "at_resolution"):  # resized copies share the loaded data
+        source.datamodule.setup()
+        target = source.datamodule.at_resolution(cr.target_res)
+    else:  # Imagenet-k: its own files at each resolution
+        target = build_datamodule(cfg, resolution=cr.target_res)
+    return CrossResPlan(source, cr.target_res / cr.source_res, target, finetune)
+
+
+def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
+    """``run_experiment.py``: build data and network, train, test, write ``results.json``."""
+    cfg = with_seed(cfg)
+    run_dir = run_dir or _hydra_run_dir()
+    p = plan(cfg, run_dir)
+    results = p.fit_and_test(config=OmegaConf.to_container(cfg, resolve=True))
     test, val = results.get("test", {}), results.get("val", {})
     print(
         f"\n[flexconv] {cfg.dataset} | {cfg.net.type} {cfg.conv.type or ''} | params "
@@ -105,32 +146,21 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
     fine-tuning (continuous kernels resampled, see :mod:`ccnn.train.crossres`), fine-tune
     ``cross_res.finetune_epochs`` with a fresh optimiser, and write all figures to
     ``results.json``."""
-    import ccnn.data  # noqa: F401
     from ccnn.files import load_torch, save_torch, write_json
     from ccnn.train.crossres import evaluate, set_network_resolution
     from ccnn.train.pretrained import network_state
     from ccnn.train.runner import fit_and_test, resolve_accelerator
 
-    validate(cfg, crossres=True)
     cfg = with_seed(cfg)
-    _seed(cfg.seed)
     run_dir = run_dir or _hydra_run_dir()
     start = time.time()
     cr = cfg.cross_res
-    source_dm = build_datamodule(cfg, resolution=cr.source_res)
-    meta = source_dm.meta
-    validate_with_meta(cfg, meta)
-    network = _prepare_network(cfg, meta)
+    p = plan_crossres(cfg, run_dir)
+    network = p.source.module.network
     config = OmegaConf.to_container(cfg, resolve=True)
 
     # 1. train at the source resolution (horizon = source + 1 with conv.horizon=same)
-    source = fit_and_test(
-        _module(cfg, network, meta),
-        source_dm,
-        trainer_settings(cfg, str(Path(run_dir) / "source")),
-        do_train=cfg.train.do,
-        test_before_train=cfg.test.before_train,
-    )
+    source = p.source.fit_and_test()
     best = source.get("best_checkpoint")
     if best and Path(best).exists():
         network.load_state_dict(network_state(load_torch(best)))
@@ -140,13 +170,8 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
     # 2. the same network at the target resolution, before fine-tuning
     device = "cuda" if resolve_accelerator(cfg.device) == "gpu" else "cpu"
     network.to(device)
-    scale = cr.target_res / cr.source_res
-    changed = set_network_resolution(network, scale)
-    target_dm = (
-        source_dm.at_resolution(cr.target_res)
-        if hasattr(source_dm, "at_resolution")
-        else build_datamodule(cfg, resolution=cr.target_res)
-    )
+    changed = set_network_resolution(network, p.scale)
+    target_dm = p.target
     before = evaluate(network, target_dm, "test", device, cfg.train.limit_batches)
     source_acc = source["test"]["acc"]
     print(
@@ -157,12 +182,8 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
 
     # 3. fine-tune at the target resolution with a fresh optimiser
     finetune: dict[str, Any] = {}
-    if cr.finetune_epochs > 0:
-        finetune = fit_and_test(
-            _module(cfg, network, target_dm.meta),
-            target_dm,
-            trainer_settings(cfg, str(Path(run_dir) / "finetune"), epochs=cr.finetune_epochs),
-        )
+    if p.finetune is not None:
+        finetune = fit_and_test(_module(cfg, network, target_dm.meta), target_dm, p.finetune)
     final = finetune or {
         "val": evaluate(network, target_dm, "val", device, cfg.train.limit_batches),
         "test": before,

@@ -3,6 +3,7 @@
 from ccnn.models import cifar_resnet as _cifar_resnet  # noqa: F401  (registers CIFARResNet*)
 from ccnn.models import flexnet as _flexnet  # noqa: F401  (registers flexnet*, flextcn)
 from ccnn.models import pointcloud as _pointcloud  # noqa: F401  (registers point_ccnn)
+from ccnn.models import scattering_net as _scattering_net  # noqa: F401  (registers scattering_net)
 from ccnn.models import variants as _variants  # noqa: F401  (registers the paper variants)
 from ccnn.models.blocks import BLOCKS, block_widths
 from ccnn.models.ccnn import CCNN

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ccnn.errors import OptionError
+from ccnn.models.registry import MODELS
 from ccnn.nn.scattering import MODULUS_TYPES, ScatteringBlock, mixing_groups
 
 __all__ = ["ScatteringHead", "ScatteringNet", "ScatteringNetSpec", "describe_scattering_net"]
@@ -102,6 +103,7 @@ class ScatteringHead(nn.Module):
         return self.fc(self.norm(x).flatten(1))  # (b, k)
 
 
+@MODELS.register("scattering_net")
 class ScatteringNet(nn.Module):
     """Stacked learnable scattering blocks and a linear head.
 
@@ -158,7 +160,10 @@ class ScatteringNet(nn.Module):
             warn=True,
         )
         if min(self.spec.spatial) < 1:
-            raise OptionError(f"input size {input_size} is too small for {n_blocks} blocks")
+            raise OptionError(
+                f"input size {input_size} is too small for n_blocks={n_blocks} (each block "
+                "halves it); use fewer blocks or larger inputs"
+            )
         blocks = []
         for i, (c, g) in enumerate(zip(self.spec.channels[:-1], self.spec.groups)):
             blocks.append(

@@ -180,7 +180,9 @@ def _loggers(s: TrainerSettings, run_dir: Path, resumed_at: tuple[int, int] = (0
         from lightning.pytorch.loggers import WandbLogger
 
         os.environ.setdefault("WANDB_MODE", "offline")
-        return [WandbLogger(save_dir=str(run_dir), **{k: v for k, v in s.wandb.items() if v})]
+        options = {k: v for k, v in s.wandb.items() if v}
+        save_dir = options.pop("dir", None) or str(run_dir)  # FlexConv's wandb.dir
+        return [WandbLogger(save_dir=save_dir, **options)]
     loggers: list = [
         MetricsCSVLogger(
             str(run_dir),

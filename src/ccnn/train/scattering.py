@@ -29,6 +29,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ from ccnn.data.imagefolder import (
 )
 from ccnn.errors import OptionError
 from ccnn.files import load_torch, save_torch, write_json
+from ccnn.models import create_model
 from ccnn.models.scattering_net import ScatteringNet
 from ccnn.nn.batchnorm import to_global_batchnorm
 
@@ -142,6 +144,17 @@ class ScatteringTrainConfig:
             raise OptionError(f"--workers must be >= 0, got {self.workers}")
         if self.fuse not in ("auto", "on", "off"):
             raise OptionError(f"fuse must be auto|on|off, got {self.fuse!r}")
+        if self.fake_data and self.data_dir:  # a paper command smoke-run with --fake-data
+            warnings.warn(
+                f"--data-dir {self.data_dir} is not read: --fake-data replaces the data",
+                stacklevel=2,
+            )
+        for name in ("fake_train_size", "fake_val_size"):
+            if getattr(self, name) is not None and not self.fake_data:
+                flag = "--" + name.replace("_", "-")
+                raise OptionError(
+                    f"{flag} sizes the --fake-data sets; add --fake-data or remove it"
+                )
 
 
 # ----------------------------------------------------------------------------------------
@@ -417,17 +430,18 @@ class _Trainer:
     # -- model ----------------------------------------------------------------------------
     def _build_model(self) -> ScatteringNet:
         cfg, d = self.cfg, self.data
-        model = ScatteringNet(
-            d.num_classes,
-            d.in_channels,
-            d.image_size,
-            cfg.n_blocks,
-            cfg.L,
-            cfg.kernel_size,
-            cfg.modulus_type,
-            cfg.lowpass_last,
-            cfg.mixing_horizon,
-            cfg.global_avg_pool,
+        model = create_model(
+            "scattering_net",
+            num_classes=d.num_classes,
+            in_channels=d.in_channels,
+            input_size=d.image_size,
+            n_blocks=cfg.n_blocks,
+            L=cfg.L,
+            kernel_size=cfg.kernel_size,
+            modulus_type=cfg.modulus_type,
+            lowpass_last=cfg.lowpass_last,
+            mixing_horizon=cfg.mixing_horizon,
+            global_avg_pool=cfg.global_avg_pool,
             init="random" if cfg.random_init else "scattering",
             fuse={"auto": "auto", "on": True, "off": False}[cfg.fuse],
         )
