@@ -15,8 +15,8 @@ from ccnn.nn.aliasing import (
     magnet_layer_frequencies,
     mask_frequency,
     nyquist_frequency,
-    plot_frequency_report,
 )
+from ccnn.train.plots import plot_frequency_report
 
 TWO_PI = 2 * math.pi
 

@@ -14,16 +14,10 @@ from ccnn.apps import flexconv_main
 from ccnn.apps.flexconv_config import build_datamodule, build_network
 from ccnn.apps.flexconv_main import compose, run_crossres
 from ccnn.data.base import DataOptions
+from ccnn.data.resize import ResizedDataModule, ResizeTransform, gaussian_blur, resize
+from ccnn.nn.resolution import set_resolution
 from ccnn.nn.srf import SRFConv
-from ccnn.train.crossres import (
-    ResizedDataModule,
-    ResizeTransform,
-    evaluate,
-    evaluate_at_resolution,
-    gaussian_blur,
-    resize,
-    set_network_resolution,
-)
+from ccnn.train.crossres import evaluate, evaluate_at_resolution
 
 
 def test_resize_modes_and_shapes():
@@ -84,15 +78,15 @@ def test_evaluate_at_resolution_resamples_and_restores():
     assert net.stem._resolution_scale is None  # restored
     assert evaluate(net, dm8) == base
     # the resampled kernel spans the same extent with twice the density
-    set_network_resolution(net, 2.0)
+    set_resolution(net, 2.0)
     axes, factor = net.stem.sampling_grid()
     assert len(axes[0]) == 17 and factor == pytest.approx(0.25)
-    set_network_resolution(net, None)
+    set_resolution(net, None)
 
 
 def test_resolution_reaches_srf_layers():
     net = torch.nn.Sequential(SRFConv(1, 2, 2), SRFConv(2, 2, 2))
-    assert set_network_resolution(net, 2.0) == 2
+    assert set_resolution(net, 2.0) == 2
     assert net[0].kernel_size() == (2 * 5 + 1,) * 2  # sigma 1 -> 2 samples: half-size ceil(4.5)
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ccnn.data import download as dl
-from ccnn.data import imagenet32, vision
+from ccnn.data import imagenet32, transforms, vision
 from ccnn.data.base import DataConfigError, DataOptions, get_meta, load_splits
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.data.download import DatasetNotFoundError
@@ -153,8 +153,8 @@ def test_val_sizes_match_spec():
     assert vision.val_count(50_000, 50_000, 5_000) == 5_000  # CIFAR 45k/5k
     assert vision.val_count(5_000, 5_000, 500) == 500  # STL10 4.5k/0.5k
     assert imagenet32.val_count(1_281_167) == 10_000
-    assert vision.crop_padding(32) == 4 and vision.crop_padding(96) == 12
-    assert vision.crop_padding(16) == 2 and vision.crop_padding(256) == 32
+    assert transforms.crop_padding(32) == 4 and transforms.crop_padding(96) == 12
+    assert transforms.crop_padding(16) == 2 and transforms.crop_padding(256) == 32
 
 
 # ------------------------------------------------------------------------------------ MNIST

@@ -19,6 +19,7 @@ import torch
 import option_walk
 from ccnn.apps import ccnn_config
 from ccnn.apps.ccnn_main import compose, plan
+from ccnn.apps.ccnn_schema import CCNNConfig
 from ccnn.apps.common import schema_keys
 
 UEA = ["experiment=uea", "dataset.params.uea_name=ItalyPowerDemand", "train.steps=2"]
@@ -170,7 +171,7 @@ _BEFORE: dict[tuple[str, ...], dict[str, Any]] = {}
 
 
 def _leaves() -> list[str]:
-    return [k for k, leaf in schema_keys(ccnn_config.CCNNConfig).items() if leaf]
+    return [k for k, leaf in schema_keys(CCNNConfig).items() if leaf]
 
 
 def test_cases_name_real_keys():

@@ -21,6 +21,7 @@ import option_walk
 from ccnn.apps import flexconv_config
 from ccnn.apps.common import schema_keys
 from ccnn.apps.flexconv_main import compose, plan, plan_crossres
+from ccnn.apps.flexconv_schema import FlexConvConfig
 
 DIGITS = ["experiment=digits", "device=cpu"]  # the embedded default: real data, a small FlexNet
 FAKE = ["dataset_params.fake=true", "device=cpu", "train.batch_size=4"]
@@ -92,7 +93,7 @@ LABELS = {"comment": "a free-text note, stored with the run's config and results
 
 
 def _leaves() -> list[str]:
-    return [k for k, leaf in schema_keys(flexconv_config.FlexConvConfig).items() if leaf]
+    return [k for k, leaf in schema_keys(FlexConvConfig).items() if leaf]
 
 
 def fingerprint(args: list[str], tmp_path) -> dict[str, Any]:

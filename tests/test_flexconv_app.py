@@ -20,7 +20,6 @@ from ccnn.apps.common import ConfigError
 from ccnn.apps.flexconv_config import (
     build_datamodule,
     build_network,
-    kernel_l2_norm,
     loss_terms,
     optim_settings,
     resolve_horizon,
@@ -28,6 +27,7 @@ from ccnn.apps.flexconv_config import (
     validate_with_meta,
 )
 from ccnn.apps.flexconv_main import compose, prepare_argv, run, run_crossres
+from ccnn.train.losses import kernel_l2_norm
 from ccnn.train.optim import build_optimizer
 from conftest import seed_commands
 

@@ -434,11 +434,11 @@ def _other_value(default):
 def _unused_key_cases():
     from omegaconf import OmegaConf
 
-    from ccnn.apps import ccnn_config, flexconv_config
+    from ccnn.apps import ccnn_config, ccnn_schema, flexconv_config, flexconv_schema
 
     for mod, schema, appname in (
-        (ccnn_config, ccnn_config.CCNNConfig, "ccnn"),
-        (flexconv_config, flexconv_config.FlexConvConfig, "flexconv"),
+        (ccnn_config, ccnn_schema.CCNNConfig, "ccnn"),
+        (flexconv_config, flexconv_schema.FlexConvConfig, "flexconv"),
     ):
         defaults = OmegaConf.structured(schema)
         for table, kind in ((mod.UNUSED_KEYS, "error"), (mod.COMPATIBILITY_KEYS, "warning")):

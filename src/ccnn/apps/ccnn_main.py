@@ -17,7 +17,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ccnn.apps.ccnn_config import (
-    CCNNConfig,
     build_datamodule,
     build_network,
     optim_settings,
@@ -26,13 +25,14 @@ from ccnn.apps.ccnn_config import (
     validate,
     validate_with_meta,
 )
+from ccnn.apps.ccnn_schema import CCNNConfig
 from ccnn.apps.common import (
     ConfigError,
-    RunPlan,
     check_experiment,
     check_overrides,
     report_errors,
 )
+from ccnn.train.runner import RunPlan
 
 DEFAULT_EXPERIMENT = "digits"
 DATASET_PRESETS = {"UEA": "uea", "UCR": "uea"}

@@ -1,5 +1,4 @@
-"""Helpers shared by the Hydra apps: command-line checks, clean error reporting, and the plan of
-a run (what each app builds before anything trains)."""
+"""Helpers shared by the Hydra apps: command-line checks and clean error reporting."""
 
 from __future__ import annotations
 
@@ -15,31 +14,6 @@ from ccnn.errors import OptionError
 
 class ConfigError(OptionError):
     """A configuration problem reported to the user without a stack trace."""
-
-
-@dataclasses.dataclass
-class RunPlan:
-    """Everything a run is made of, built and checked before anything trains: every option of
-    an app's configuration acts through one of these (see ``tests/test_every_option.py``)."""
-
-    datamodule: Any
-    module: Any  # ClassificationModule: the network, optimiser, schedule and loss settings
-    settings: Any  # ccnn.train.runner.TrainerSettings
-    do_train: bool
-    test_before_train: bool
-
-    def fit_and_test(self, config: dict | None = None) -> dict:
-        """Train (if planned) and test; ``config`` is recorded with the results."""
-        from ccnn.train.runner import fit_and_test
-
-        return fit_and_test(
-            self.module,
-            self.datamodule,
-            self.settings,
-            do_train=self.do_train,
-            test_before_train=self.test_before_train,
-            config=config,
-        )
 
 
 def schema_keys(schema: type, prefix: str = "") -> dict[str, bool]:

@@ -1,11 +1,11 @@
-"""The FlexConv configuration tree (``run_experiment.py``, ``run_crossres.py``) as structured
-configs, its checks, and the mapping from config names to library objects.
+"""The FlexConv configuration (``run_experiment.py``, ``run_crossres.py``): its checks and the
+mapping from config names to library objects. The schema is :mod:`ccnn.apps.flexconv_schema`.
 
 FlexConv: Romero, Bruintjes et al., "FlexConv: Continuous Kernel Convolutions with
 Differentiable Kernel Sizes", arXiv:2110.08059.
 
-Every key and default of the published FlexConv configuration is here with its published
-meaning (SPEC §3.5). Our additions are new keys: ``dataset_params.fake``,
+Every key and default of the published FlexConv configuration keeps its published meaning
+(SPEC §3.5). Our additions are new keys: ``dataset_params.fake``,
 ``train.limit_batches``. One default differs: ``device: auto`` (cuda when available, else cpu)
 instead of ``cuda``; ``device=cuda`` without a GPU is an error.
 
@@ -28,11 +28,9 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -43,197 +41,17 @@ from ccnn.apps.common import (
     fft_choice,
     select_options,
 )
+from ccnn.apps.flexconv_schema import CrossResConfig, FlexConvConfig, KernelConfig
 from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
-from ccnn.nn.conv import CONVS, DiscreteConv
+from ccnn.data.resize import INTERPOLATIONS
+from ccnn.nn import aliasing
+from ccnn.nn.conv import CONVS, conv_types
 from ccnn.nn.kernels import KERNELS, kernel_options
-from ccnn.nn.masks import MASKS, GaussianMask
-from ccnn.train.optim import OptimSettings, ScheduleSettings
+from ccnn.nn.masks import MASKS
+from ccnn.train.losses import kernel_l2_norm, mask_l2_norm
+from ccnn.train.optim import SCHEDULERS, OptimSettings, ScheduleSettings
 from ccnn.train.runner import TrainerSettings
-
-# ---------------------------------------------------------------------------------------------
-# schema (SPEC §3.5)
-
-
-@dataclass
-class NetConfig:
-    type: str = ""
-    no_hidden: int = -1
-    no_blocks: int = -1
-    dropout: float = 0.0
-    dropout_in: float = 0.0
-    norm: str = ""
-    nonlinearity: str = "ReLU"
-    block_width_factors: list[float] = field(default_factory=lambda: [0.0])
-
-
-@dataclass
-class RegularizeParams:
-    res: int = 0
-    res_offset: int = 0
-    target: str = "gabor+mask"
-    fn: str = "l2_relu"
-    method: str = "together"
-    factor: float = 0.001
-    gauss_stddevs: float = 2.0
-    gauss_factor: float = 0.5
-
-
-@dataclass
-class SRFConfig:
-    scale: float = 0.0
-
-
-@dataclass
-class KernelConfig:
-    type: str = ""
-    dim_linear: int = 0
-    no_hidden: int = -1
-    no_layers: int = -1
-    activ_function: str = ""
-    norm: str = ""
-    omega_0: float = 0.0
-    learn_omega_0: bool = False
-    weight_norm: bool = False
-    steerable: bool = False
-    init_spatial_value: float = 1.0
-    bias_init: Any = None
-    input_scale: float = 25.6
-    sampling_rate_norm: float = 1.0
-    regularize: bool = False
-    regularize_params: RegularizeParams = field(default_factory=RegularizeParams)
-    srf: SRFConfig = field(default_factory=SRFConfig)
-
-
-@dataclass
-class ConvConfig:
-    type: str = ""
-    use_fft: Any = "auto"  # published key: true forces FFT, false direct; ours: auto (by cost)
-    bias: bool = True
-    padding: str = "same"
-    stride: int = 1
-    horizon: Any = "same"
-    cache: bool = False
-
-
-@dataclass
-class MaskConfig:
-    use: bool = True
-    type: str = ""
-    temperature: float = 0.0
-    init_value: float = 0.0
-    dynamic_cropping: bool = True
-    threshold: float = 0.1
-
-
-@dataclass
-class DatasetParams:
-    root: str = ""
-    in_ram: bool = False
-    from_cache: bool = False
-    permuted: bool = False
-    noise_padded: bool = False
-    memory_size: int = -1
-    mfcc: bool = False
-    drop_rate: float = 0.0
-    seq_length: int = -1
-    # our addition: random inputs with the dataset's exact shapes (no files needed)
-    fake: bool = False
-
-
-@dataclass
-class CrossResConfig:
-    resize: str = ""
-    interpolation: str = "bilinear"
-    resize_blur: bool = False
-    resize_blur_sigma: float = 1.0
-    blur: bool = False
-    source_res: int = 0
-    target_res: int = 0
-    finetune_epochs: int = 100
-
-
-@dataclass
-class OptimizerParams:
-    momentum: float = -1.0
-    nesterov: bool = False
-
-
-@dataclass
-class SchedulerParams:
-    decay_steps: Any = -1
-    decay_factor: float = -1.0
-    patience: int = -1
-    warmup_epochs: float = -1
-
-
-@dataclass
-class TrainConfig:
-    do: bool = True
-    augment: Any = None
-    report_top5_acc: bool = False
-    epochs: int = -1
-    batch_size: int = -1
-    lr: float = 0.0
-    omega_0_lr_factor: float = 1.0
-    mask_params_lr_factor: float = 1.0
-    weight_decay: float = 0.0
-    mask_l2_norm: float = 0.0
-    grad_clip: float = 0.0
-    optimizer: str = "Adam"
-    optimizer_params: OptimizerParams = field(default_factory=OptimizerParams)
-    scheduler: str = ""
-    scheduler_params: SchedulerParams = field(default_factory=SchedulerParams)
-    # our additions: cap train/val/test batches per epoch (smoke runs); resume from a
-    # checkpoint; stop at non-finite losses
-    limit_batches: int = -1
-    resume: str = ""
-    nonfinite_patience: int = 0
-    ema_decay: float = 0.0  # ours: > 0 evaluates and checkpoints an EMA of the weights
-
-
-@dataclass
-class TestConfig:
-    before_train: bool = False
-
-
-@dataclass
-class WandbConfig:
-    project: str = "flexconv"
-    entity: str = ""
-    dir: str = ""
-
-
-@dataclass
-class PretrainedParams:
-    filepath: str = ""
-
-
-@dataclass
-class FlexConvConfig:
-    net: NetConfig = field(default_factory=NetConfig)
-    kernel: KernelConfig = field(default_factory=KernelConfig)
-    conv: ConvConfig = field(default_factory=ConvConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
-    dataset: str = ""
-    dataset_params: DatasetParams = field(default_factory=DatasetParams)
-    cross_res: CrossResConfig = field(default_factory=CrossResConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    test: TestConfig = field(default_factory=TestConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    device: str = "auto"
-    debug: bool = False
-    pretrained: bool = False
-    pretrained_params: PretrainedParams = field(default_factory=PretrainedParams)
-    pretrained_strict: bool = True
-    seed: int = 0
-    deterministic: bool = False
-    comment: str = ""
-    summary: list[int] = field(default_factory=lambda: [0])
-    summary_depth: int = 5
-
-
-ConfigStore.instance().store(name="flexconv_schema", node=FlexConvConfig)
 
 # ---------------------------------------------------------------------------------------------
 # names
@@ -254,17 +72,11 @@ DATASETS_FLEXCONV: dict[str, tuple[str, str]] = {
 SEQUENCE_ONLY_PARAMS = {"permuted": ("sMNIST", "sCIFAR10"), "noise_padded": ("sCIFAR10",)}
 CIFAR_RESNETS = tuple(f"CIFARResNet{d}" for d in (20, 32, 44, 56, 110, 1202))
 NET_TYPES = ("ResNet", "TCN", *CIFAR_RESNETS)
-CONTINUOUS_CONVS = ("CKConv", "FlexConv", "SeparableCKConv", "SeparableFlexConv")
-MASKED_CONVS = ("FlexConv", "SeparableFlexConv")
-DISCRETE_CONVS = ("Conv", "SeparableConv")
+CONTINUOUS_CONVS = conv_types("continuous")
+MASKED_CONVS = conv_types("masked")
+DISCRETE_CONVS = conv_types("discrete")
 AUGMENT_OFF = (None, "", "None", "none", "null", False)
 AUGMENT_ON = ("resnet",)
-SCHEDULERS = ("", "none", "cosine", "multistep", "exponential", "plateau")
-REG_TARGETS = ("gabor", "gabor+mask")
-REG_METHODS = ("together", "summed")
-REG_FNS = ("l2_relu",)
-REG_KERNELS = ("MAGNet", "Gabor")
-INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area")
 COSINE_ETA_MIN = 1e-6
 """FlexConv's cosine schedule ends at this learning rate (per iteration)."""
 
@@ -471,14 +283,14 @@ def _validate_flexnet(cfg: DictConfig) -> None:
             f"conv.type={c.type}",
         )
         _require(
-            k.type in REG_KERNELS,
+            k.type in aliasing.GABOR_KERNELS,
             "kernel.regularize=True needs a Gabor-based kernel "
-            f"(kernel.type in {list(REG_KERNELS)}), "
+            f"(kernel.type in {list(aliasing.GABOR_KERNELS)}), "
             f"got {k.type}; the maximum frequency of other kernel networks is not analytic",
         )
-        _one_of(rp.target, REG_TARGETS, "kernel.regularize_params.target")
-        _one_of(rp.method, REG_METHODS, "kernel.regularize_params.method")
-        _one_of(rp.fn, REG_FNS, "kernel.regularize_params.fn")
+        _one_of(rp.target, aliasing.TARGETS, "kernel.regularize_params.target")
+        _one_of(rp.method, aliasing.METHODS, "kernel.regularize_params.method")
+        _one_of(rp.fn, aliasing.FUNCTIONS, "kernel.regularize_params.fn")
         if rp.target == "gabor+mask":
             _require(
                 conv_type in MASKED_CONVS,
@@ -691,7 +503,7 @@ def build_datamodule(cfg: DictConfig, resolution: int | None = None) -> CCNNData
     opts = data_options(cfg, resolution)
     if resolution is None or cfg.dataset == "Imagenet-k":
         return CCNNDataModule(opts, **kwargs)
-    from ccnn.train.crossres import ResizedDataModule
+    from ccnn.data.resize import ResizedDataModule
 
     cr = cfg.cross_res
     return ResizedDataModule(
@@ -809,27 +621,6 @@ def build_network(cfg: DictConfig, meta: DatasetMeta) -> nn.Module:
 # -- loss terms ---------------------------------------------------------------------------------
 
 
-def kernel_l2_norm(network: nn.Module) -> torch.Tensor:
-    """FlexConv's weight decay: ``sum ||K||_2`` (unsquared) over the spatial convolution kernels
-    of the last training forward — sampled continuous kernels, SRF kernels, discrete conv
-    weights wider than 1. Pointwise (1×1) convolutions — shortcuts, channel mixers — are not
-    kernels in this sense and are left out."""
-    total: torch.Tensor | None = None
-    for module in network.modules():
-        kernel = getattr(module, "last_kernel", None)
-        if kernel is None and isinstance(module, DiscreteConv | nn.Conv1d | nn.Conv2d | nn.Conv3d):
-            kernel = module.weight if module.weight[0, 0].numel() > 1 else None
-        if torch.is_tensor(kernel):
-            total = kernel.norm() if total is None else total + kernel.norm()
-    return total if total is not None else torch.zeros(())
-
-
-def mask_l2_norm(network: nn.Module) -> torch.Tensor:
-    """``sum ||sigma||_2`` over the Gaussian masks (``train.mask_l2_norm``: favours small masks)."""
-    norms = [m.sigma.norm() for m in network.modules() if isinstance(m, GaussianMask)]
-    return torch.stack(norms).sum() if norms else torch.zeros(())
-
-
 def loss_terms(cfg: DictConfig) -> list[tuple[str, float, Any]]:
     terms: list[tuple[str, float, Any]] = []
     if cfg.train.weight_decay > 0:
@@ -919,14 +710,11 @@ def with_seed(cfg: DictConfig) -> DictConfig:
 
 
 __all__ = [
-    "FlexConvConfig",
     "build_datamodule",
     "build_network",
     "conv_kwargs",
     "data_options",
-    "kernel_l2_norm",
     "loss_terms",
-    "mask_l2_norm",
     "optim_settings",
     "resolve_horizon",
     "trainer_settings",

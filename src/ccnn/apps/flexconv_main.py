@@ -9,22 +9,17 @@ With no ``dataset`` and no ``experiment`` on the command line, the embedded expe
 from __future__ import annotations
 
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ccnn.apps.common import (
     ConfigError,
-    RunPlan,
     check_experiment,
     check_overrides,
     report_errors,
 )
 from ccnn.apps.flexconv_config import (
-    FlexConvConfig,
     build_datamodule,
     build_network,
     loss_terms,
@@ -34,7 +29,9 @@ from ccnn.apps.flexconv_config import (
     validate_with_meta,
     with_seed,
 )
-from ccnn.train.runner import TrainerSettings
+from ccnn.apps.flexconv_schema import FlexConvConfig
+from ccnn.train.crossres import CrossResPlan
+from ccnn.train.runner import RunPlan
 
 CONFIG_MODULE = "ccnn.configs.flexconv"
 DEFAULT_EXPERIMENT = {False: "digits", True: "digits_crossres"}
@@ -98,31 +95,21 @@ def plan(cfg: DictConfig, run_dir: str, crossres: bool = False) -> RunPlan:
     )
 
 
-@dataclass
-class CrossResPlan:
-    """A cross-resolution run: train as ``source``, evaluate on ``target`` (the same data at
-    ``cross_res.target_res``) with every continuous kernel resampled by ``scale``, then
-    fine-tune there with ``finetune`` (``None``: no fine-tuning)."""
-
-    source: RunPlan
-    scale: float
-    target: Any  # data module at the target resolution
-    finetune: TrainerSettings | None
-
-
 def plan_crossres(cfg: DictConfig, run_dir: str) -> CrossResPlan:
     """The whole of a ``run_crossres.py`` run, built and checked before anything trains."""
+    from ccnn.data.resize import ResizedDataModule
+
     cr = cfg.cross_res
     source = plan(cfg, run_dir, crossres=True)
     finetune = None
     if cr.finetune_epochs > 0:
         finetune = trainer_settings(cfg, str(Path(run_dir) / "finetune"), cr.finetune_epochs)
-    if hasattr(source.datamodule, "at_resolution"):  # resized copies share the loaded data
+    if isinstance(source.datamodule, ResizedDataModule):  # copies share the loaded data
         source.datamodule.setup()
         target = source.datamodule.at_resolution(cr.target_res)
     else:  # Imagenet-k: its own files at each resolution
         target = build_datamodule(cfg, resolution=cr.target_res)
-    return CrossResPlan(source, cr.target_res / cr.source_res, target, finetune)
+    return CrossResPlan(source, target, cr.source_res, cr.target_res, finetune)
 
 
 def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
@@ -142,74 +129,31 @@ def run(cfg: DictConfig, run_dir: str | None = None) -> dict:
 
 
 def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
-    """``run_crossres.py``: train at ``cross_res.source_res``, evaluate at ``target_res`` without
-    fine-tuning (continuous kernels resampled, see :mod:`ccnn.train.crossres`), fine-tune
-    ``cross_res.finetune_epochs`` with a fresh optimiser, and write all figures to
-    ``results.json``."""
-    from ccnn.files import load_torch, save_torch, write_json
-    from ccnn.train.crossres import evaluate, set_network_resolution
-    from ccnn.train.pretrained import network_state
-    from ccnn.train.runner import fit_and_test, resolve_accelerator
+    """``run_crossres.py``: :func:`ccnn.train.crossres.run_crossres` on the plan of ``cfg`` —
+    train at ``cross_res.source_res``, evaluate at ``target_res`` without fine-tuning, fine-tune
+    ``cross_res.finetune_epochs`` with a fresh optimiser; all figures in ``results.json``."""
+    from ccnn.train.crossres import run_crossres as run_protocol
+    from ccnn.train.runner import resolve_accelerator
 
     cfg = with_seed(cfg)
     run_dir = run_dir or _hydra_run_dir()
-    start = time.time()
-    cr = cfg.cross_res
-    p = plan_crossres(cfg, run_dir)
-    network = p.source.module.network
-    config = OmegaConf.to_container(cfg, resolve=True)
-
-    # 1. train at the source resolution (horizon = source + 1 with conv.horizon=same)
-    source = p.source.fit_and_test()
-    best = source.get("best_checkpoint")
-    if best and Path(best).exists():
-        network.load_state_dict(network_state(load_torch(best)))
-    save_torch(network.state_dict(), Path(run_dir) / "source_network.pt")
-    _write_frequency_report(network, cfg, Path(run_dir) / "frequency_report_source")
-
-    # 2. the same network at the target resolution, before fine-tuning
-    device = "cuda" if resolve_accelerator(cfg.device) == "gpu" else "cpu"
-    network.to(device)
-    changed = set_network_resolution(network, p.scale)
-    target_dm = p.target
-    before = evaluate(network, target_dm, "test", device, cfg.train.limit_batches)
-    source_acc = source["test"]["acc"]
-    print(
-        f"[crossres] {cr.source_res}px -> {cr.target_res}px ({changed} layers resampled): test acc "
-        f"{source_acc:.4f} -> {before['acc']:.4f} before fine-tuning "
-        f"({before['acc'] - source_acc:+.4f})"
+    results = run_protocol(
+        plan_crossres(cfg, run_dir),
+        run_dir,
+        lambda network, meta: _module(cfg, network, meta),
+        device="cuda" if resolve_accelerator(cfg.device) == "gpu" else "cpu",
+        limit_batches=cfg.train.limit_batches,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        after_source=lambda network: _write_frequency_report(
+            network, cfg, Path(run_dir) / "frequency_report_source"
+        ),
     )
-
-    # 3. fine-tune at the target resolution with a fresh optimiser
-    finetune: dict[str, Any] = {}
-    if p.finetune is not None:
-        finetune = fit_and_test(_module(cfg, network, target_dm.meta), target_dm, p.finetune)
-    final = finetune or {
-        "val": evaluate(network, target_dm, "val", device, cfg.train.limit_batches),
-        "test": before,
-    }
-    results = {
-        "params": source["params"],
-        "val": final["val"],
-        "test": final["test"],
-        "epochs": source.get("epochs", 0) + finetune.get("epochs", 0),
-        "wall_time_s": round(time.time() - start, 3),
-        "source_res": cr.source_res,
-        "target_res": cr.target_res,
-        "source_acc": source_acc,
-        "target_acc_before_finetune": before["acc"],
-        "change_before_finetune": before["acc"] - source_acc,
-        "target_acc_after_finetune": finetune["test"]["acc"] if finetune else None,
-        "source": source,
-        "finetune": finetune or None,
-        "config": config,
-    }
-    write_json(Path(run_dir) / "results.json", results)
     after = results["target_acc_after_finetune"]
     print(
         f"\n[crossres] {cfg.dataset} {cfg.net.type} {cfg.conv.type or ''} | params "
-        f"{results['params']:,} | source {source_acc:.4f} | target before fine-tuning "
-        f"{before['acc']:.4f} ({results['change_before_finetune']:+.4f}) | after fine-tuning "
+        f"{results['params']:,} | source {results['source_acc']:.4f} | target before "
+        f"fine-tuning {results['target_acc_before_finetune']:.4f} "
+        f"({results['change_before_finetune']:+.4f}) | after fine-tuning "
         f"{'n/a' if after is None else f'{after:.4f}'} | {results['wall_time_s']:.1f}s\n"
         f"[crossres] results in {Path(run_dir).resolve()}"
     )
@@ -219,7 +163,8 @@ def run_crossres(cfg: DictConfig, run_dir: str | None = None) -> dict:
 def _write_frequency_report(network, cfg: DictConfig, stem: Path) -> None:
     """Maximum kernel frequency vs Nyquist per MAGNet/Gabor layer (JSON + PNG), if any."""
     from ccnn.files import write_json
-    from ccnn.nn.aliasing import frequency_report, gabor_convs, plot_frequency_report
+    from ccnn.nn.aliasing import frequency_report, gabor_convs
+    from ccnn.train.plots import plot_frequency_report
 
     if not gabor_convs(network):
         return

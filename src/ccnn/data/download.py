@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -467,3 +467,41 @@ def fetch(
                 not_found_message(dataset, root, [f], f"download of {f.filename} failed:\n{detail}")
             ) from None
     return paths
+
+
+def fetch_extracted(
+    *,
+    dataset: str,
+    present: Callable[[], bool],
+    archive_dir: Path,
+    remote: RemoteFile,
+    extract_to: Path,
+    download: bool,
+    expected: str,
+) -> None:
+    """Make sure an archive's extracted contents exist: use them, else fetch and extract.
+
+    ``present()`` says whether the extracted files are already there. Otherwise the archive
+    (``archive_dir / remote.filename``) is used if present, downloaded if allowed, and extracted
+    with :func:`safe_extract` into ``extract_to``.
+
+    Raises:
+        DatasetNotFoundError: nothing found and downloading disabled or impossible, or the
+            archive did not contain the expected layout (``expected`` describes it).
+    """
+    if present():
+        return
+    hint = f"Alternatively extract the archive yourself so that {expected} exists."
+    if not download and not (archive_dir / remote.filename).is_file():
+        reason = "files missing and downloading is disabled (dataset.download=false)."
+        raise DatasetNotFoundError(not_found_message(dataset, archive_dir, [remote], reason, hint))
+    try:
+        [archive] = fetch(archive_dir, [remote], download=download, dataset=dataset)
+    except DatasetNotFoundError as e:
+        raise DatasetNotFoundError(f"{e}\n{hint}") from None
+    safe_extract(archive, extract_to)
+    if not present():
+        raise DatasetNotFoundError(
+            f"Dataset {dataset!r}: extracted {archive} into {extract_to}, but {expected} is still "
+            "missing. The archive is not the expected release; delete it and download it again."
+        )

@@ -41,16 +41,16 @@ from ccnn.data.base import (
     DatasetMeta,
     DatasetSplits,
     check_data_type,
-)
-from ccnn.data.cache import cached
-from ccnn.data.download import DatasetNotFoundError, RemoteFile, not_found_message
-from ccnn.data.transforms import ImageBatchTransform
-from ccnn.data.vision import (
     check_labels,
-    crop_padding,
     make_splits,
     read_cifar_pickle,
     reject_params,
+)
+from ccnn.data.cache import cached
+from ccnn.data.download import DatasetNotFoundError, RemoteFile, not_found_message
+from ccnn.data.transforms import (
+    ImageBatchTransform,
+    crop_padding,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -55,11 +55,15 @@ from ccnn.data.base import (
     DatasetMeta,
     DatasetSplits,
     check_data_type,
+    param,
     stratified_split,
 )
 from ccnn.data.cache import cached
-from ccnn.data.download import DatasetNotFoundError, RemoteFile
-from ccnn.data.speech import fetch_extracted, param
+from ccnn.data.download import (
+    DatasetNotFoundError,
+    RemoteFile,
+    fetch_extracted,
+)
 from ccnn.data.transforms import ImageBatchTransform
 
 LRA_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"

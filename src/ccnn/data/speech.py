@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import wave
-from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -48,15 +47,16 @@ from ccnn.data.base import (
     DatasetMeta,
     DatasetSplits,
     check_data_type,
+    drop_fraction,
+    drop_mask,
+    example_seed,
     stratified_split,
 )
 from ccnn.data.cache import cached
 from ccnn.data.download import (
     DatasetNotFoundError,
     RemoteFile,
-    fetch,
-    not_found_message,
-    safe_extract,
+    fetch_extracted,
 )
 
 CLASSES = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -76,93 +76,6 @@ MFCC_CACHE_VERSION = (
     f"speechcommands-mfcc-v1:n_mfcc={N_MFCC}:n_fft={N_FFT}:hop={HOP_LENGTH}:n_mels={N_MELS}:"
     f"sr={SAMPLE_RATE}:log_offset={LOG_OFFSET}:window=hann-periodic:mel=htk:dct=ortho"
 )
-
-
-# ----------------------------------------------------------------------------------------------
-# shared helpers (also used by the LRA and UEA families)
-
-
-def fetch_extracted(
-    *,
-    dataset: str,
-    present: Callable[[], bool],
-    archive_dir: Path,
-    remote: RemoteFile,
-    extract_to: Path,
-    download: bool,
-    expected: str,
-) -> None:
-    """Make sure an archive's extracted contents exist: use them, else fetch and extract.
-
-    ``present()`` says whether the extracted files are already there. Otherwise the archive
-    (``archive_dir / remote.filename``) is used if present, downloaded if allowed, and extracted
-    with :func:`safe_extract` into ``extract_to``.
-
-    Raises:
-        DatasetNotFoundError: nothing found and downloading disabled or impossible, or the
-            archive did not contain the expected layout (``expected`` describes it).
-    """
-    if present():
-        return
-    hint = f"Alternatively extract the archive yourself so that {expected} exists."
-    if not download and not (archive_dir / remote.filename).is_file():
-        reason = "files missing and downloading is disabled (dataset.download=false)."
-        raise DatasetNotFoundError(not_found_message(dataset, archive_dir, [remote], reason, hint))
-    try:
-        [archive] = fetch(archive_dir, [remote], download=download, dataset=dataset)
-    except DatasetNotFoundError as e:
-        raise DatasetNotFoundError(f"{e}\n{hint}") from None
-    safe_extract(archive, extract_to)
-    if not present():
-        raise DatasetNotFoundError(
-            f"Dataset {dataset!r}: extracted {archive} into {extract_to}, but {expected} is still "
-            "missing. The archive is not the expected release; delete it and download it again."
-        )
-
-
-def param(opts: DataOptions, key: str, default):
-    """``opts.params[key]``, with unset values (missing, ``None``, ``""``, ``-1``) → ``default``."""
-    value = opts.param(key, default)
-    if (
-        value is None
-        or (isinstance(value, str) and value == "")
-        or (not isinstance(value, bool) and isinstance(value, int | float) and value == -1)
-    ):
-        return default
-    return value
-
-
-def drop_fraction(opts: DataOptions) -> float:
-    """``params.drop_rate`` as a fraction in [0, 1): ``r < 1`` is a fraction, ``r >= 1`` percent."""
-    rate = param(opts, "drop_rate", 0.0) or 0.0
-    try:
-        rate = float(rate)
-    except (TypeError, ValueError):
-        raise DataConfigError(
-            f"dataset.params.drop_rate={rate!r} must be a number: a fraction in [0, 1) or a "
-            "percentage in [1, 100)."
-        ) from None
-    if not 0.0 <= rate < 100.0:
-        raise DataConfigError(
-            f"dataset.params.drop_rate={rate} is out of range; use a fraction in [0, 1) (e.g. 0.3)"
-            " or a percentage in [1, 100) (e.g. 30)."
-        )
-    return rate / 100.0 if rate >= 1.0 else rate
-
-
-def drop_mask(length: int, rate: float, seed: int) -> torch.Tensor:
-    """Boolean mask ``(length,)``, ``False`` at ``round(rate * length)`` seeded random steps."""
-    keep = torch.ones(length, dtype=torch.bool)
-    n_drop = round(rate * length)
-    if n_drop:
-        g = torch.Generator().manual_seed(seed)
-        keep[torch.randperm(length, generator=g)[:n_drop]] = False
-    return keep
-
-
-def example_seed(base: int, index: int) -> int:
-    """Seed for example ``index`` (fixed per example, independent of the split it lands in)."""
-    return (base * 1_000_003 + index) % (2**63 - 1)
 
 
 class NormalizeSequence:

@@ -163,3 +163,8 @@ class ImageBatchTransform:
         if g is None:
             g = self._eval_generators[device] = torch.Generator(device=device)
         return g.manual_seed(self.noise_seed)
+
+
+def crop_padding(size: int) -> int:
+    """Random-crop padding for a ``size``-pixel image: 4 at 32 (CIFAR), scaled proportionally."""
+    return max(1, round(size / 8))

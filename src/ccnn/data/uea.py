@@ -78,10 +78,19 @@ from ccnn.data.base import (
     DatasetMeta,
     DatasetSplits,
     check_data_type,
+    drop_fraction,
+    drop_mask,
+    example_seed,
+    param,
     stratified_split,
 )
-from ccnn.data.download import DatasetNotFoundError, RemoteFile, fetch, not_found_message
-from ccnn.data.speech import drop_fraction, drop_mask, example_seed, fetch_extracted, param
+from ccnn.data.download import (
+    DatasetNotFoundError,
+    RemoteFile,
+    fetch,
+    fetch_extracted,
+    not_found_message,
+)
 
 ZENODO_URL = "https://zenodo.org/records/{id}/files/{file}?download=1"
 ZENODO_IDS = {"CharacterTrajectories": 18723007}  # as in aeon 1.6's tsc_zenodo

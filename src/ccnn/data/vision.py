@@ -48,13 +48,11 @@ STL-10 per-channel mean/std of its training split (computed at load time, report
 from __future__ import annotations
 
 import gzip
-import pickle
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ccnn.data.base import (
     DATASETS,
@@ -62,12 +60,20 @@ from ccnn.data.base import (
     DataOptions,
     DatasetMeta,
     DatasetSplits,
+    bool_param,
     check_data_type,
+    check_labels,
+    make_splits,
+    read_cifar_pickle,
+    reject_params,
+    resolution_param,
     split_train_val,
 )
 from ccnn.data.download import RemoteFile, fetch, safe_extract
-from ccnn.data.transforms import ImageBatchTransform
-from ccnn.errors import OptionError
+from ccnn.data.transforms import (
+    ImageBatchTransform,
+    crop_padding,
+)
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
@@ -82,51 +88,11 @@ NOISE_PAD_STEPS = 968
 # shared helpers
 
 
-def bool_param(opts: DataOptions, key: str) -> bool:
-    """``dataset.params.<key>`` as a bool; anything but a bool (or 0/1) is a config error."""
-    value = opts.param(key, False)
-    if value is None:
-        return False
-    if isinstance(value, bool) or value in (0, 1):
-        return bool(value)
-    raise DataConfigError(
-        f"dataset.params.{key}={value!r} must be true or false (dataset.name={opts.name!r})."
-    )
-
-
-def resolution_param(opts: DataOptions, native: int) -> int:
-    """``dataset.params.resolution`` (image side in pixels); ``native`` when unset/None."""
-    value = opts.param("resolution", None)
-    if value is None:
-        return native
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise DataConfigError(
-            f"dataset.params.resolution={value!r} must be a positive integer (image side in "
-            f"pixels; {native} is the native size of {opts.name})."
-        )
-    return int(value)
-
-
-def reject_params(opts: DataOptions, keys: tuple[str, ...], why: str = "") -> None:
-    """Raise for boolean ``params`` that are set but mean nothing for this configuration."""
-    for key in keys:
-        if bool_param(opts, key):
-            raise DataConfigError(
-                f"dataset.params.{key}=true is not supported for dataset.name={opts.name!r} with "
-                f"dataset.data_type={opts.data_type!r}{why}; set it to false."
-            )
-
-
 def val_count(n: int, official_n: int, official_val: int) -> int:
     """The official validation size, or the same fraction of ``n`` for other sizes."""
     if n == official_n:
         return official_val
     return min(n - 1, max(1, round(n * official_val / official_n)))
-
-
-def crop_padding(size: int) -> int:
-    """Random-crop padding for a ``size``-pixel image: 4 at 32 (CIFAR), scaled proportionally."""
-    return max(1, round(size / 8))
 
 
 def to_grayscale(x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
@@ -154,52 +120,6 @@ def channel_stats(
     mean = s / count
     std = (s2 / count - mean * mean).clamp_min(0).sqrt()
     return tuple(mean.tolist()), tuple(std.tolist())
-
-
-class IndexedDataset(Dataset):
-    """``(x[i], y[i])`` for ``i`` in ``indices`` without copying ``x`` (all rows if ``None``)."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor | None = None):
-        if len(x) != len(y):
-            raise OptionError(f"{len(x)} inputs but {len(y)} labels")
-        self.x, self.y, self.indices = x, y, indices
-
-    def __len__(self) -> int:
-        return len(self.x) if self.indices is None else len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        j = i if self.indices is None else int(self.indices[i])
-        return self.x[j], self.y[j]
-
-
-def make_splits(
-    data: dict[str, torch.Tensor],
-    n_val: int,
-    opts: DataOptions,
-    meta: DatasetMeta,
-    transform: ImageBatchTransform,
-    state: dict[str, Any] | None = None,
-) -> DatasetSplits:
-    """Train/val held out of ``data['train_x']`` with ``opts.split_seed``; test = official test."""
-    x, y = data["train_x"], data["train_y"]
-    train_idx, val_idx = split_train_val(len(x), n_val, opts.split_seed)
-    return DatasetSplits(
-        train=IndexedDataset(x, y, train_idx),
-        val=IndexedDataset(x, y, val_idx),
-        test=IndexedDataset(data["test_x"], data["test_y"]),
-        meta=meta,
-        batch_transform=transform,
-        state=state or {},
-    )
-
-
-def check_labels(y: torch.Tensor, num_classes: int, source: Path | str) -> torch.Tensor:
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise DataConfigError(
-            f"{source}: labels outside 0..{num_classes - 1} (found {int(y.min())}.."
-            f"{int(y.max())}); the file is not in the expected format."
-        )
-    return y
 
 
 def fixed_permutation(length: int, seed: int) -> torch.Tensor:
@@ -324,37 +244,6 @@ class MNIST:
 
 # --------------------------------------------------------------------------------------------
 # CIFAR
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles the CIFAR batches (dicts of lists, strings and numpy arrays) and nothing else."""
-
-    ALLOWED: ClassVar[set[tuple[str, str]]] = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset pickle")
-
-
-def read_cifar_pickle(path: Path) -> dict[str, Any]:
-    """One CIFAR python batch as a dict with ``str`` keys (no arbitrary code is run)."""
-    try:
-        with open(path, "rb") as f:
-            obj = _ArrayUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise DataConfigError(f"{path}: not a CIFAR python batch ({e}).") from None
-    if not isinstance(obj, dict):
-        raise DataConfigError(f"{path}: not a CIFAR python batch (no dict inside).")
-    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
 class _CIFAR:

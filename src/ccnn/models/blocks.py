@@ -23,6 +23,7 @@ Shortcut: identity, or a 1x1 linear when the widths differ.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -59,6 +60,10 @@ class Block(nn.Module):
 
     Shapes: ``(b, in_channels, *s) -> (b, out_channels, *s)``.
     """
+
+    prenorm_stream: ClassVar[bool] = False
+    """True for blocks whose ``prenorm=True`` leaves the residual stream unnormalised (the
+    network then normalises the last block's output before its readout)."""
 
     def __init__(
         self,
@@ -99,6 +104,8 @@ class Block(nn.Module):
 @BLOCKS.register("S4")
 class S4Block(Block):
     """CCNN block (conv + pointwise linear, like the S4 block); see the module docstring."""
+
+    prenorm_stream = True
 
     def _build(self, c_in, c_out, conv_factory, linear_factory, norm_factory) -> None:
         self.norm = norm_factory(c_in if self.prenorm else c_out)

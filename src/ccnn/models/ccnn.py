@@ -154,7 +154,7 @@ class CCNN(nn.Module):
         block_cls = BLOCKS.get(block_type)
         layout = self.layout_dim or data_dim
         self.in_channels, self.out_channels, self.data_dim = in_channels, out_channels, data_dim
-        self.readout, self.prenorm_output = readout, block_cls.__name__ == "S4Block" and prenorm
+        self.readout, self.prenorm_output = readout, block_cls.prenorm_stream and prenorm
         self.embedding = nn.Embedding(vocab_size, in_channels) if vocab_size else None
         conv_factory = self.conv_factory(conv_type, conv_kwargs, data_dim)
 

@@ -3,7 +3,7 @@
 Imports torch/numpy/einops only (never hydra or lightning).
 """
 
-from ccnn.nn.aliasing import AntiAliasingRegularizer, frequency_report, plot_frequency_report
+from ccnn.nn.aliasing import AntiAliasingRegularizer, frequency_report
 from ccnn.nn.batchnorm import GlobalBatchNorm, to_global_batchnorm
 from ccnn.nn.conv import (
     CONVS,
@@ -55,6 +55,6 @@ __all__ = [
     "SeparableFlexConv", "SeparablePointFlexConv", "SeparablePointFlexConvDist", "at_resolution",
     "build_conv", "build_kernel_net", "build_mask", "build_neighbourhood", "build_point_conv",
     "continuous_convs", "frequency_report", "get_activation", "get_dropout", "get_norm", "knn",
-    "parameter_groups", "plot_frequency_report", "set_resolution", "tag_parameter",
+    "parameter_groups", "set_resolution", "tag_parameter",
     "tagged_parameters", "to_global_batchnorm",
 ]  # fmt: skip

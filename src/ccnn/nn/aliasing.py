@@ -35,7 +35,6 @@ before ``factor``: the training loop multiplies it by the loss-term weight.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,12 +42,14 @@ from torch import nn
 
 from ccnn.errors import OptionError
 from ccnn.nn.conv import ContinuousConv
-from ccnn.nn.kernels import _GaborNet
+from ccnn.nn.kernels import KERNELS, _GaborNet
 from ccnn.nn.masks import GaussianMask
 
 TARGETS = ("gabor", "gabor+mask")
 METHODS = ("together", "summed")
 FUNCTIONS = ("l2_relu",)
+GABOR_KERNELS = tuple(n for n in KERNELS.names() if issubclass(KERNELS.get(n), _GaborNet))
+"""Kernel types whose maximum frequency is analytic (Gabor-based), the ones regularised."""
 
 
 def nyquist_frequency(kernel_size: int) -> float:
@@ -213,33 +214,3 @@ def frequency_report(network: nn.Module, gauss_stddevs: float = 2.0) -> list[dic
             }
         )
     return report
-
-
-def plot_frequency_report(report: list[dict[str, Any]], path: str | Path) -> Path:
-    """Bar chart (PNG, Agg) of each layer's maximum frequency (MAGNet + mask, stacked) with its
-    Nyquist frequency drawn as a line across the bar. Returns the written path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = len(report)
-    fig = Figure(figsize=(max(4.0, 0.6 * n + 2.0), 3.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    xs = list(range(n))
-    magnet = [r["f_magnet"] for r in report]
-    mask = [r["f_mask"] for r in report]
-    ax.bar(xs, magnet, color="tab:blue", label="MAGNet  Σ f_l")
-    ax.bar(xs, mask, bottom=magnet, color="tab:orange", label="mask  f_mask")
-    for x, r in zip(xs, report):
-        ax.hlines(r["f_nyquist"], x - 0.45, x + 0.45, colors="tab:red", linewidth=2)
-    ax.plot([], [], color="tab:red", linewidth=2, label="Nyquist (k-1)/4")
-    ax.set_xticks(xs)
-    ax.set_xticklabels([r["name"] or "<root>" for r in report], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("max frequency (cycles / unit)")
-    ax.set_title("Kernel frequency vs Nyquist")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path

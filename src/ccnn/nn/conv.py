@@ -27,7 +27,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -137,6 +137,9 @@ class ContinuousConv(KeepsLastKernel, nn.Module):
 
     Shapes: ``(b, in_channels, *s) -> (b, out_channels, *s)``.
     """
+
+    masked: ClassVar[bool] = False
+    """Whether the type has a learnable mask by default (FlexConv); see :func:`conv_types`."""
 
     def __init__(
         self,
@@ -429,6 +432,8 @@ class ContinuousConv(KeepsLastKernel, nn.Module):
 class CKConv(ContinuousConv):
     """Dense continuous-kernel convolution (no mask). See :class:`ContinuousConv`."""
 
+    masked = False
+
     def __init__(self, in_channels: int, out_channels: int, data_dim: int = 1, **kwargs):
         kwargs.setdefault("mask_type", None)
         super().__init__(in_channels, out_channels, data_dim, separable=False, **kwargs)
@@ -437,6 +442,8 @@ class CKConv(ContinuousConv):
 @CONVS.register("FlexConv")
 class FlexConv(ContinuousConv):
     """Dense continuous-kernel convolution with a learnable Gaussian mask."""
+
+    masked = True
 
     def __init__(self, in_channels: int, out_channels: int, data_dim: int = 1, **kwargs):
         kwargs.setdefault("mask_type", "gaussian")
@@ -448,6 +455,8 @@ class FlexConv(ContinuousConv):
 class SeparableCKConv(ContinuousConv):
     """Depthwise continuous kernel + 1x1 channel mixer (no mask)."""
 
+    masked = False
+
     def __init__(self, in_channels: int, out_channels: int, data_dim: int = 1, **kwargs):
         kwargs.setdefault("mask_type", None)
         super().__init__(in_channels, out_channels, data_dim, separable=True, **kwargs)
@@ -456,6 +465,8 @@ class SeparableCKConv(ContinuousConv):
 @CONVS.register("SeparableFlexConv")
 class SeparableFlexConv(ContinuousConv):
     """Depthwise continuous kernel with a Gaussian mask + 1x1 channel mixer (CCNN's conv)."""
+
+    masked = True
 
     def __init__(self, in_channels: int, out_channels: int, data_dim: int = 1, **kwargs):
         kwargs.setdefault("mask_type", "gaussian")
@@ -594,6 +605,18 @@ def build_conv(
 ) -> nn.Module:
     """Build a registered conv (unknown names raise a KeyError listing the supported ones)."""
     return CONVS.build(conv_type, in_channels, out_channels, data_dim, **kwargs)
+
+
+def conv_types(family: str) -> tuple[str, ...]:
+    """Names in ``CONVS`` of one family: ``"continuous"`` (kernel networks), ``"masked"``
+    (continuous with a learnable mask: FlexConvs) or ``"discrete"`` (weight tensors)."""
+    tests = {
+        "continuous": lambda cls: issubclass(cls, ContinuousConv),
+        "masked": lambda cls: issubclass(cls, ContinuousConv) and cls.masked,
+        "discrete": lambda cls: issubclass(cls, DiscreteConv),
+    }
+    test = tests[family]
+    return tuple(n for n in CONVS.names() if isinstance(CONVS.get(n), type) and test(CONVS.get(n)))
 
 
 def continuous_convs(model: nn.Module) -> list[ContinuousConv]:

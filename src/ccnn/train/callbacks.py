@@ -1,5 +1,5 @@
 """Lightning callbacks, loggers and checkpoint I/O: verified checkpoints, per-epoch seeding,
-a metrics log that survives resuming, kernel plots."""
+a metrics log that survives resuming, kernel plots at the end of training."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ccnn.files import load_torch, save_torch
-from ccnn.nn.conv import ContinuousConv
+from ccnn.train.plots import plot_kernels
 
 
 class VerifiedCheckpointIO(TorchCheckpointIO):
@@ -28,63 +28,6 @@ class VerifiedCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         return load_torch(path, map_location=map_location or "cpu")
-
-
-def plot_kernels(
-    network: torch.nn.Module, path: str | os.PathLike, max_channels: int = 4
-) -> Path | None:
-    """Save a PNG with the sampled kernels (and masks) of every continuous conv in ``network``."""
-    layers = [
-        m for m in network.modules() if isinstance(m, ContinuousConv) and int(m.grid_size[0]) > 0
-    ]
-    if not layers:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = max_channels + 1
-    fig, axes = plt.subplots(
-        len(layers), cols, figsize=(2.2 * cols, 1.8 * len(layers)), squeeze=False
-    )
-    with torch.no_grad():
-        for row, layer in enumerate(layers):
-            kernel = layer.sample_kernel().float().cpu()
-            flat = kernel.reshape(-1, *kernel.shape[2:])
-            for c in range(cols - 1):
-                ax = axes[row, c]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if c >= flat.shape[0]:
-                    continue
-                k = flat[c]
-                if k.dim() == 1:
-                    ax.plot(k.numpy(), lw=0.8)
-                elif k.dim() == 2:
-                    ax.imshow(k.numpy(), cmap="RdBu_r")
-                else:
-                    ax.imshow(k[k.shape[0] // 2].numpy(), cmap="RdBu_r")
-                if row == 0:
-                    ax.set_title(f"channel {c}", fontsize=7)
-            ax = axes[row, -1]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if layer.mask is not None:
-                axes_grid, _ = layer.sampling_grid()
-                pos = torch.stack(torch.meshgrid(*axes_grid, indexing="ij"), -1).reshape(
-                    -1, layer.data_dim
-                )
-                m = layer.mask(pos).reshape(*[len(a) for a in axes_grid]).float().cpu()
-                ax.plot(m.numpy()) if m.dim() == 1 else ax.imshow(m.reshape(m.shape[0], -1).numpy())
-                ax.set_title("mask", fontsize=7)
-            axes[row, 0].set_ylabel(f"layer {row}\n{tuple(kernel.shape[2:])}", fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
 
 
 class KernelPlotCallback(L.Callback):

@@ -1,189 +1,39 @@
-"""Cross-resolution training and evaluation (FlexConv, arXiv:2110.08059, §4.3 and App. A).
+"""The cross-resolution protocol (FlexConv, arXiv:2110.08059, §4.3 and App. A) on the shared
+training stack.
 
-Legend: b batch · c channels · h, w image sides.
-
-* :class:`ResizeTransform` / :class:`ResizedDataModule`: any 2D dataset family at another
-  resolution. The family's own batch transform runs first (normalisation, crop+flip
-  augmentation at the native size), then images are resized on the device to ``resolution``
-  (bilinear — antialiased when downsampling, like PIL — or nearest/bicubic/area), with optional
-  Gaussian blurs before (``blur_before``, σ in native pixels) and after (``blur_after``, σ in
-  pixels of the resized image) the resize.
-* :func:`set_network_resolution`: every continuous kernel samples the same function on a grid
-  ``scale`` times denser over the same extent, rescaled by (old step / new step)^D
-  (:func:`ccnn.nn.set_resolution`); other layers that define ``set_resolution`` (e.g. N-Jet/SRF)
-  are told too; discrete layers are unchanged.
-* :func:`evaluate_at_resolution`: accuracy of a trained network on data at another resolution,
-  without fine-tuning — works for any CCNN/FlexNet/ResNet and any checkpoint::
+* :func:`run_crossres`: train at the source resolution, evaluate the same network at the target
+  resolution with every continuous kernel resampled (:func:`ccnn.nn.set_resolution`: the same
+  function on a grid ``scale`` times denser over the same extent; other layers that define
+  ``set_resolution``, e.g. N-Jet/SRF, are told too; discrete layers are unchanged), then
+  fine-tune there with a fresh optimiser. :class:`CrossResPlan` holds what it needs.
+* :func:`evaluate` / :func:`evaluate_at_resolution`: accuracy of a trained network on data at
+  another resolution, without fine-tuning — any CCNN/FlexNet/ResNet and any checkpoint::
 
       net = build the network as trained; net.load_state_dict(network_state(load_torch(ckpt)))
       dm = ResizedDataModule(opts, resolution=32, batch_size=256)   # trained at 16
       evaluate_at_resolution(net, dm, scale=32 / 16)                # {"acc": ..., "loss": ...}
+
+The data side (resizing any 2D family, blurs) is :mod:`ccnn.data.resize`.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-from collections.abc import Sequence
-from dataclasses import replace
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccnn.data.base import BatchTransform, DataOptions
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.errors import OptionError
+from ccnn.files import load_torch, save_torch, write_json
 from ccnn.nn.resolution import at_resolution, set_resolution
-
-INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area")
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Depthwise Gaussian blur of ``(b, c, h, w)`` with std ``sigma`` pixels (reflect padding)."""
-    if sigma <= 0:
-        return x
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    g = torch.exp(-0.5 * (t / sigma) ** 2)
-    g = g / g.sum()  # (k,)
-    c = x.shape[1]
-    pad = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
-    if pad < radius:  # image smaller than the blur: zero-extend the kernel support
-        x = F.pad(x, (pad,) * 4, mode="reflect")
-        x = F.pad(x, (radius - pad,) * 4)
-    else:
-        x = F.pad(x, (radius,) * 4, mode="reflect")
-    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)  # (b, c, h + 2r, w)
-    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)  # (b, c, h, w)
-
-
-def resize(x: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
-    """Resize ``(b, c, h, w)`` images to ``size x size`` (antialiased bilinear/bicubic when
-    downsampling; ``align_corners=False``)."""
-    if tuple(x.shape[-2:]) == (size, size):
-        return x
-    if interpolation not in INTERPOLATIONS:
-        raise OptionError(
-            f"Unknown interpolation {interpolation!r}; supported: {list(INTERPOLATIONS)}"
-        )
-    if interpolation in ("nearest", "area"):
-        return F.interpolate(x, size=(size, size), mode=interpolation)
-    down = size < min(x.shape[-2:])
-    return F.interpolate(
-        x, size=(size, size), mode=interpolation, align_corners=False, antialias=down
-    )
-
-
-class ResizeTransform:
-    """Wraps a family's batch transform: ``inner`` first, then blur/resize/blur to ``size``.
-
-    Shapes: ``(b, c, h, w) -> (b, c, size, size)``.
-    """
-
-    def __init__(
-        self,
-        inner: BatchTransform | None,
-        size: int,
-        interpolation: str = "bilinear",
-        blur_before: float = 0.0,
-        blur_after: float = 0.0,
-    ):
-        if interpolation not in INTERPOLATIONS:
-            raise OptionError(
-                f"Unknown interpolation {interpolation!r}; supported: {list(INTERPOLATIONS)}"
-            )
-        self.inner, self.size, self.interpolation = inner, int(size), interpolation
-        self.blur_before, self.blur_after = blur_before, blur_after
-
-    def __call__(self, x: torch.Tensor, training: bool) -> torch.Tensor:
-        if self.inner is not None:
-            x = self.inner(x, training)
-        if not torch.is_floating_point(x):
-            x = x.float()
-        if x.dim() != 4:
-            raise OptionError(f"resizing needs images (b, c, h, w), got {tuple(x.shape)}")
-        x = gaussian_blur(x, self.blur_before)
-        x = resize(x, self.size, self.interpolation)
-        return gaussian_blur(x, self.blur_after)
-
-
-class ResizedDataModule(CCNNDataModule):
-    """A :class:`CCNNDataModule` whose 2D images are resized to ``resolution`` on the device.
-
-    ``meta.input_shape`` reports the resized shape, so networks are built for it.
-    :meth:`at_resolution` gives a copy at another resolution sharing the loaded data.
-    """
-
-    def __init__(
-        self,
-        opts: DataOptions,
-        resolution: int,
-        interpolation: str = "bilinear",
-        blur_before: float = 0.0,
-        blur_after: float = 0.0,
-        **kwargs: Any,
-    ):
-        super().__init__(opts, **kwargs)
-        if self.meta.data_dim != 2:
-            raise OptionError(
-                f"resizing needs 2D images; dataset {opts.name} ({opts.data_type}) is "
-                f"{self.meta.data_dim}D"
-            )
-        if resolution < 1:
-            raise OptionError(f"resolution must be >= 1, got {resolution}")
-        self.native_meta = self.meta
-        self.resolution, self.interpolation = int(resolution), interpolation
-        self.blur_before, self.blur_after = blur_before, blur_after
-        self._native_splits = None
-        c = self.native_meta.input_shape[0]
-        self.meta = replace(
-            self.native_meta,
-            input_shape=(c, self.resolution, self.resolution),
-            extra={**self.native_meta.extra, "resolution": self.resolution},
-        )
-
-    def setup(self, stage: str | None = None) -> None:
-        if self._native_splits is None:
-            super().setup(stage)
-            self._native_splits = self.splits
-            transform = ResizeTransform(
-                self._native_splits.batch_transform,
-                self.resolution,
-                self.interpolation,
-                self.blur_before,
-                self.blur_after,
-            )
-            self.splits = replace(self._native_splits, batch_transform=transform, meta=self.meta)
-
-    def at_resolution(self, resolution: int) -> ResizedDataModule:
-        """A copy at ``resolution`` (the loaded data is shared, nothing is re-read)."""
-        other = copy.copy(self)
-        other.resolution = int(resolution)
-        c = self.native_meta.input_shape[0]
-        other.meta = replace(
-            self.native_meta,
-            input_shape=(c, other.resolution, other.resolution),
-            extra={**self.native_meta.extra, "resolution": other.resolution},
-        )
-        other.splits = None
-        if self._native_splits is not None:
-            transform = ResizeTransform(
-                self._native_splits.batch_transform,
-                other.resolution,
-                self.interpolation,
-                self.blur_before,
-                self.blur_after,
-            )
-            other.splits = replace(self._native_splits, batch_transform=transform, meta=other.meta)
-        other.trainer = None
-        return other
-
-
-# The library's resolution API, under the names this module has always exported.
-set_network_resolution = set_resolution
-network_at_resolution = at_resolution
+from ccnn.train.pretrained import network_state
+from ccnn.train.runner import RunPlan, TrainerSettings, fit_and_test
 
 
 @torch.no_grad()
@@ -245,5 +95,86 @@ def evaluate_at_resolution(
     """Evaluate a trained network on ``datamodule`` (data at the NEW resolution) with its
     continuous kernels resampled for ``scale`` = new resolution / training resolution, without
     fine-tuning. The network's resolution is restored afterwards."""
-    with network_at_resolution(network, scale):
+    with at_resolution(network, scale):
         return evaluate(network, datamodule, split, device, limit_batches)
+
+
+@dataclass
+class CrossResPlan:
+    """A cross-resolution run: train as ``source`` (at ``source_res``), evaluate on ``target``
+    (the same data at ``target_res``) with every continuous kernel resampled by
+    ``target_res / source_res``, then fine-tune there with ``finetune`` (``None``: no
+    fine-tuning)."""
+
+    source: RunPlan
+    target: CCNNDataModule
+    source_res: int
+    target_res: int
+    finetune: TrainerSettings | None
+
+    @property
+    def scale(self) -> float:
+        return self.target_res / self.source_res
+
+
+def run_crossres(
+    plan: CrossResPlan,
+    run_dir: str | Path,
+    make_module: Callable[[nn.Module, Any], Any],
+    *,
+    device: torch.device | str = "cpu",
+    limit_batches: int = -1,
+    config: dict[str, Any] | None = None,
+    after_source: Callable[[nn.Module], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``plan``: train at the source resolution (best checkpoint restored, network saved as
+    ``source_network.pt``; ``after_source(network)`` then, e.g. for reports), evaluate at the
+    target resolution before fine-tuning, fine-tune with a fresh module from
+    ``make_module(network, target_meta)``, and write ``results.json`` (with ``config``) in
+    ``run_dir``. Returns the results."""
+    start = time.time()
+    run_dir = Path(run_dir)
+    network = plan.source.module.network
+    source = plan.source.fit_and_test()
+    best = source.get("best_checkpoint")
+    if best and Path(best).exists():
+        network.load_state_dict(network_state(load_torch(best)))
+    save_torch(network.state_dict(), run_dir / "source_network.pt")
+    if after_source is not None:
+        after_source(network)
+
+    network.to(device)
+    changed = set_resolution(network, plan.scale)
+    before = evaluate(network, plan.target, "test", device, limit_batches)
+    source_acc = source["test"]["acc"]
+    print(
+        f"[crossres] {plan.source_res}px -> {plan.target_res}px ({changed} layers resampled): "
+        f"test acc {source_acc:.4f} -> {before['acc']:.4f} before fine-tuning "
+        f"({before['acc'] - source_acc:+.4f})"
+    )
+    finetune: dict[str, Any] = {}
+    if plan.finetune is not None:
+        module = make_module(network, plan.target.meta)
+        finetune = fit_and_test(module, plan.target, plan.finetune)
+    final = finetune or {
+        "val": evaluate(network, plan.target, "val", device, limit_batches),
+        "test": before,
+    }
+    results = {
+        "params": source["params"],
+        "val": final["val"],
+        "test": final["test"],
+        "epochs": source.get("epochs", 0) + finetune.get("epochs", 0),
+        "wall_time_s": round(time.time() - start, 3),
+        "source_res": plan.source_res,
+        "target_res": plan.target_res,
+        "source_acc": source_acc,
+        "target_acc_before_finetune": before["acc"],
+        "change_before_finetune": before["acc"] - source_acc,
+        "target_acc_after_finetune": finetune["test"]["acc"] if finetune else None,
+        "source": source,
+        "finetune": finetune or None,
+        "config": config,
+    }
+    write_json(run_dir / "results.json", results)
+    return results

@@ -32,9 +32,12 @@ from ccnn.train.callbacks import (
 )
 from ccnn.train.module import ClassificationModule
 
-# Noise from Lightning internals that users cannot act on.
-warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
-warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+LIGHTNING_NOISE = (
+    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+    ".*does not have many workers.*",
+)
+"""Warnings from Lightning internals that users cannot act on: silenced while a run trains
+(:func:`fit_and_test`), not for the whole process."""
 
 
 class RunConfigError(OptionError):
@@ -228,6 +231,29 @@ def _metrics(results: list[dict], stage: str) -> dict[str, float]:
     return out
 
 
+@dataclass
+class RunPlan:
+    """Everything a run is made of, built and checked before anything trains: every option of
+    an app's configuration acts through one of these (see ``tests/test_every_option.py``)."""
+
+    datamodule: Any
+    module: Any  # ClassificationModule: the network, optimiser, schedule and loss settings
+    settings: TrainerSettings
+    do_train: bool
+    test_before_train: bool
+
+    def fit_and_test(self, config: dict | None = None) -> dict:
+        """Train (if planned) and test; ``config`` is recorded with the results."""
+        return fit_and_test(
+            self.module,
+            self.datamodule,
+            self.settings,
+            do_train=self.do_train,
+            test_before_train=self.test_before_train,
+            config=config,
+        )
+
+
 def fit_and_test(
     module: ClassificationModule,
     datamodule: L.LightningDataModule,
@@ -240,6 +266,32 @@ def fit_and_test(
     extra_callbacks: list | None = None,
 ) -> dict[str, Any]:
     """Train (selecting on validation), test the best checkpoint once, write ``results.json``."""
+    with warnings.catch_warnings():
+        for message in LIGHTNING_NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        return _fit_and_test(
+            module,
+            datamodule,
+            s,
+            do_train=do_train,
+            test_before_train=test_before_train,
+            config=config,
+            extra_results=extra_results,
+            extra_callbacks=extra_callbacks,
+        )
+
+
+def _fit_and_test(
+    module: ClassificationModule,
+    datamodule: L.LightningDataModule,
+    s: TrainerSettings,
+    *,
+    do_train: bool,
+    test_before_train: bool,
+    config: dict[str, Any] | None,
+    extra_results: dict[str, Any] | None,
+    extra_callbacks: list | None,
+) -> dict[str, Any]:
     start = time.time()
     L.seed_everything(s.seed, workers=True, verbose=False)
     module.nonfinite_patience = s.nonfinite_patience
