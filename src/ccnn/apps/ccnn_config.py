@@ -23,13 +23,13 @@ from ccnn.apps.ccnn_schema import (
     DatasetParams,
     KernelConfig,
     MaskConfig,
-    PretrainedConfig,
 )
 from ccnn.apps.common import (
     ConfigError,
     check_dataset_params,
     check_unused_keys,
     fft_choice,
+    require_defaults,
     select_options,
 )
 from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
@@ -119,12 +119,12 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.train.batch_size > 0, f"train.batch_size must be > 0, got {cfg.train.batch_size}")
     fft_choice(cfg.conv.use_fft)  # true, false or auto
     if not cfg.pretrained.load:
-        for key in ("filename", "alias"):
-            _require(
-                cfg.pretrained[key] == getattr(PretrainedConfig, key),
-                f"pretrained.{key}={cfg.pretrained[key]} is used only with pretrained.load=true; "
-                "add pretrained.load=true (or remove it)",
-            )
+        require_defaults(
+            cfg,
+            CCNNConfig,
+            ("pretrained.filename", "pretrained.alias"),
+            "is used only with pretrained.load=true; add pretrained.load=true (or remove it)",
+        )
     _require(
         0.0 <= cfg.train.ema_decay < 1.0,
         f"train.ema_decay must be in [0, 1) (0: off; e.g. 0.999), got {cfg.train.ema_decay}",
@@ -292,17 +292,6 @@ def kernel_kwargs(cfg: DictConfig, meta: DatasetMeta | None = None) -> dict[str,
     return select_options("kernel.type", k.type, accepted, wanted)
 
 
-def _require_unset(section: DictConfig, schema: type, prefix: str, why: str) -> None:
-    """Every key of ``section`` at its schema default, else a ConfigError saying ``why``."""
-    for f in dataclasses.fields(schema):
-        value = section[f.name]
-        _require(
-            value == f.default,
-            f"{prefix}.{f.name}={value} is not used: {why}; remove it "
-            f"(or set {prefix}.{f.name}={f.default})",
-        )
-
-
 def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
     """Map ``conv.*``, ``kernel.*`` and ``mask.*`` to conv-layer keyword arguments."""
     k, m, c = cfg.kernel, cfg.mask, cfg.conv
@@ -315,7 +304,12 @@ def conv_kwargs(cfg: DictConfig, meta: DatasetMeta) -> dict[str, Any]:
         "bias": c.bias,
     }
     if c.type not in ("FlexConv", "SeparableFlexConv"):
-        _require_unset(cfg.mask, MaskConfig, "mask", f"conv.type={c.type} has no mask")
+        require_defaults(
+            cfg,
+            CCNNConfig,
+            [f"mask.{f.name}" for f in dataclasses.fields(MaskConfig)],
+            f"is not used: conv.type={c.type} has no mask; remove it",
+        )
     if c.type in ("Conv", "SeparableConv"):
         kwargs["kernel_size"] = size if isinstance(size, int) else _same_discrete(meta)
         return kwargs
@@ -412,12 +406,13 @@ def build_network(cfg: DictConfig, meta: DatasetMeta):
         raise ConfigError(
             f"net.embedding_dim needs a token dataset; {cfg.dataset.name} has no vocabulary"
         )
-    for key in ("num_edges", "bottleneck_factor"):
-        _require(
-            cfg.kernel[key] == getattr(KernelConfig, key),
-            f"kernel.{key}={cfg.kernel[key]} is a point-convolution option; conv.type="
-            f"{cfg.conv.type} does not use it (remove it, or use one of {list(POINT_CONVS)})",
-        )
+    require_defaults(
+        cfg,
+        CCNNConfig,
+        ("kernel.num_edges", "kernel.bottleneck_factor"),
+        f"is a point-convolution option; conv.type={cfg.conv.type} does not use it (remove "
+        f"it, or use one of {list(POINT_CONVS)})",
+    )
     network = create_model(
         "ccnn",
         stem_conv_type=cfg.conv.stem_type or None,

@@ -122,6 +122,18 @@ def check_unused_keys(
         )
 
 
+def require_defaults(cfg: Any, schema: type, keys: Iterable[str], why: str) -> None:
+    """Each of ``keys`` (dotted) left at its ``schema`` default, else a ConfigError
+    ``"<key>=<value> <why>"`` — for options that mean something only together with another."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.structured(schema)
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value != OmegaConf.select(defaults, key):
+            raise ConfigError(f"{key}={value} {why}")
+
+
 def check_dataset_params(
     prefix: str,
     dataset: str,

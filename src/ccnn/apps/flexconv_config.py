@@ -39,9 +39,10 @@ from ccnn.apps.common import (
     check_dataset_params,
     check_unused_keys,
     fft_choice,
+    require_defaults,
     select_options,
 )
-from ccnn.apps.flexconv_schema import CrossResConfig, FlexConvConfig, KernelConfig
+from ccnn.apps.flexconv_schema import FlexConvConfig, KernelConfig
 from ccnn.data.base import DATASETS, DataOptions, DatasetMeta
 from ccnn.data.datamodule import CCNNDataModule
 from ccnn.data.resize import INTERPOLATIONS
@@ -261,11 +262,12 @@ def _validate_flexnet(cfg: DictConfig) -> None:
                 f"kernel.type={k.type} needs kernel.input_scale > 0, got {k.input_scale}",
             )
     if conv_type in MASKED_CONVS:
-        _require(
-            k.init_spatial_value == KernelConfig.init_spatial_value,
-            f"kernel.init_spatial_value={k.init_spatial_value} sets the initial extent of "
-            f"unmasked (CKConv) kernels; conv.type={c.type} starts from its mask "
-            "(mask.init_value); remove it",
+        require_defaults(
+            cfg,
+            FlexConvConfig,
+            ("kernel.init_spatial_value",),
+            f"sets the initial extent of unmasked (CKConv) kernels; conv.type={c.type} starts "
+            "from its mask (mask.init_value); remove it",
         )
         MASKS.get(m.type or "gaussian")
         _require(
@@ -376,20 +378,22 @@ def _validate_pretrained(cfg: DictConfig) -> None:
             "pretrained=True needs pretrained_params.filepath (a checkpoint or weights file)",
         )
         return
-    for key, default in (("pretrained_params.filepath", ""), ("pretrained_strict", True)):
-        _require(
-            OmegaConf.select(cfg, key) == default,
-            f"{key} is used only with pretrained=True; set pretrained=true or remove it",
-        )
+    require_defaults(
+        cfg,
+        FlexConvConfig,
+        ("pretrained_params.filepath", "pretrained_strict"),
+        "is used only with pretrained=True; set pretrained=true or remove it",
+    )
 
 
 def _validate_summary(cfg: DictConfig) -> None:
     s = list(cfg.summary)
     if s in ([], [0]):
-        _require(
-            cfg.summary_depth == FlexConvConfig.summary_depth,
-            "summary_depth sets the depth of the summary=[B, C, *spatial] table; set summary "
-            "or remove it",
+        require_defaults(
+            cfg,
+            FlexConvConfig,
+            ("summary_depth",),
+            "sets the depth of the summary=[B, C, *spatial] table; set summary or remove it",
         )
         return
     _require(
@@ -421,11 +425,14 @@ def _validate_crossres(cfg: DictConfig) -> None:
         cr.resize_blur_sigma > 0,
         f"cross_res.resize_blur_sigma must be > 0, got {cr.resize_blur_sigma}",
     )
-    _require(
-        cr.resize_blur or cr.blur or cr.resize_blur_sigma == CrossResConfig.resize_blur_sigma,
-        f"cross_res.resize_blur_sigma={cr.resize_blur_sigma} is the blur of "
-        "cross_res.resize_blur/cross_res.blur, and neither is set; set one or remove it",
-    )
+    if not (cr.resize_blur or cr.blur):
+        require_defaults(
+            cfg,
+            FlexConvConfig,
+            ("cross_res.resize_blur_sigma",),
+            "is the blur of cross_res.resize_blur/cross_res.blur, and neither is set; set one "
+            "or remove it",
+        )
     if cfg.dataset == "Imagenet-k":
         from ccnn.data.imagenet32 import RESOLUTIONS
 
